@@ -1,0 +1,63 @@
+/// Tunables of the presence model. Every default is named and documented in the README.
+public struct PresenceConfiguration: Sendable {
+    /// Default leave grace: an identified visitor whose last stream closed stays online this long.
+    public static let defaultLeaveGrace: Duration = .seconds(3)
+    /// Default minimum spacing of two events of one room.
+    public static let defaultUpdateInterval: Duration = .milliseconds(100)
+
+    /// How long an identified visitor stays online after their last stream closed, so that a reload
+    /// never makes the count flicker.
+    public var leaveGrace: Duration
+    /// Minimum spacing of two events of one room (the first change after a quiet period goes out at once).
+    public var updateInterval: Duration
+    /// Estimated CPU cost of delivering one event to one subscriber, used to stretch the coalescing
+    /// interval of large rooms (see `coalescingInterval(subscribers:)`).
+    public var fanoutCostPerSubscriber: Duration
+    /// Share of one core that the fan-out of a single room may take on average (0 < share ≤ 1).
+    public var fanoutCoreShare: Double
+    /// Most rooms that may exist at once (rooms with a subscriber or a visitor in grace).
+    public var maxRooms: Int
+    /// Wall-clock time at start, seconds since 1970: anchors peak times and uptime without a wall clock in Core.
+    public var startWallTime: Double
+    /// First event id minus one. Seeding it from the wall clock keeps ids increasing across restarts.
+    public var initialSequence: UInt64
+
+    public init(
+        leaveGrace: Duration = PresenceConfiguration.defaultLeaveGrace,
+        updateInterval: Duration = PresenceConfiguration.defaultUpdateInterval,
+        fanoutCostPerSubscriber: Duration = .nanoseconds(4_000),
+        fanoutCoreShare: Double = 0.5,
+        maxRooms: Int = 100_000,
+        startWallTime: Double = 0,
+        initialSequence: UInt64 = 0
+    ) {
+        self.leaveGrace = leaveGrace
+        self.updateInterval = updateInterval
+        self.fanoutCostPerSubscriber = fanoutCostPerSubscriber
+        self.fanoutCoreShare = fanoutCoreShare
+        self.maxRooms = maxRooms
+        self.startWallTime = startWallTime
+        self.initialSequence = initialSequence
+    }
+
+    /// The coalescing interval of a room with `subscribers` subscribers.
+    ///
+    /// Rule: `max(updateInterval, subscribers × fanoutCostPerSubscriber ÷ fanoutCoreShare)`. A room's
+    /// fan-out therefore never takes more than `fanoutCoreShare` of a core on average, however fast its
+    /// count changes; small rooms keep the plain `updateInterval`.
+    public func coalescingInterval(subscribers: Int) -> Duration {
+        let share = fanoutCoreShare > 0 ? min(fanoutCoreShare, 1) : 1
+        let cost = fanoutCostPerSubscriber * subscribers
+        let stretched = Duration.nanoseconds(Int64(Double(cost.nanosecondsClamped) / share))
+        return max(updateInterval, stretched)
+    }
+}
+
+extension Duration {
+    var nanosecondsClamped: Int64 {
+        let c = components
+        let (ns, overflow) = c.seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return c.seconds < 0 ? .min : .max }
+        return ns &+ c.attoseconds / 1_000_000_000
+    }
+}

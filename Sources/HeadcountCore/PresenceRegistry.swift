@@ -1,0 +1,270 @@
+import HeapModule
+import NIOCore
+import Synchronization
+
+/// The presence model: rooms, streams, visitors, leave grace and coalesced change notification.
+///
+/// Every operation is synchronous under one `Mutex`, so a stream can join and leave from a `defer`,
+/// a close callback or a NIO event loop. The registry owns no task and no timer: a driver calls
+/// `tick()` (grace expiry, coalesced flushes) and `heartbeat()` periodically. Events are encoded once
+/// per change and the same bytes are handed to every subscriber, outside the lock.
+public final class PresenceRegistry: Sendable {
+    public let configuration: PresenceConfiguration
+    let time: any TimeSource
+    let backplane: any Backplane
+    let state: Mutex<State>
+    let start: ContinuousClock.Instant
+    let heartbeatBuffer: ByteBuffer
+
+    public init(configuration: PresenceConfiguration = .init(), time: any TimeSource = SystemTimeSource(), backplane: any Backplane = LocalBackplane()) {
+        self.configuration = configuration
+        self.time = time
+        self.backplane = backplane
+        self.start = time.now
+        var initial = State(sequence: configuration.initialSequence)
+        initial.publishLocalState = backplane.needsLocalState
+        self.state = Mutex(initial)
+        self.heartbeatBuffer = SSEEncoder.heartbeat()
+    }
+
+    // MARK: Joining and leaving
+
+    /// Adds a subscriber. `visitor` nil makes a watcher that is not counted. The new subscriber's sink
+    /// receives the current figures at once (before this returns); the change reaches the other
+    /// subscribers now or, inside the coalescing interval, at the next flush.
+    public func join(_ target: SubscriptionTarget, visitor: VisitorIdentity?, sink: any EventSink) throws(JoinRefusal) -> Subscription {
+        let now = time.now
+        let result: Result<(Subscription, Work), JoinRefusal> = state.withLock { state in
+            if state.shuttingDown { return .failure(.shuttingDown) }
+            state.nextSubscriptionID &+= 1
+            let sub = Subscription(id: state.nextSubscriptionID, target: target, visitor: target == .site ? nil : visitor, sink: sink)
+            var work = Work()
+            switch target {
+            case .site:
+                sub.index = state.siteSubscribers.count
+                state.siteSubscribers.append(sub)
+                state.subscriberCount += 1
+                work.initial = (sub, .site(state.siteCounts))
+            case .room(let name, let format):
+                if state.rooms[name] == nil {
+                    guard state.rooms.count < configuration.maxRooms else { return .failure(.tooManyRooms) }
+                    state.rooms[name] = Room(name: name)
+                }
+                state.subscriberCount += 1
+                state.rooms[name]!.add(sub, format: format)
+                if let visitor = sub.visitor {
+                    state.addStream(room: name, visitor: visitor, now: now)
+                    state.changed(room: name, now: now, configuration: configuration, work: &work)
+                }
+                work.initial = (sub, .room(state.rooms[name]!.counts))
+            }
+            return .success((sub, work))
+        }
+        switch result {
+        case .failure(let refusal): throw refusal
+        case .success(let (sub, work)):
+            perform(work)
+            return sub
+        }
+    }
+
+    /// Removes a subscriber. Idempotent. An identified visitor's last stream starts their leave grace.
+    public func leave(_ subscription: Subscription) {
+        let now = time.now
+        let work: Work? = state.withLock { state in
+            guard subscription.active else { return nil }
+            subscription.active = false
+            state.subscriberCount -= 1
+            var work = Work()
+            switch subscription.target {
+            case .site:
+                state.siteSubscribers.swapRemove(subscription)
+            case .room(let name, let format):
+                state.rooms[name]!.remove(subscription, format: format)
+                if let visitor = subscription.visitor {
+                    let grace = visitor.hasGrace && configuration.leaveGrace > .zero
+                    state.removeStream(room: name, visitor: visitor, graceUntil: grace ? now + configuration.leaveGrace : nil)
+                    state.changed(room: name, now: now, configuration: configuration, work: &work)
+                } else {
+                    state.collectIfEmpty(name)
+                }
+            }
+            return work
+        }
+        if let work { perform(work) }
+    }
+
+    /// Tells the registry that a room's figures changed elsewhere (a cluster backplane's remote update):
+    /// its subscribers get the merged figures, coalesced as usual.
+    public func markChanged(room: String) {
+        let now = time.now
+        let work: Work = state.withLock { state in
+            var work = Work()
+            guard state.rooms[room] != nil else { return work }
+            state.changed(room: room, now: now, configuration: configuration, work: &work, localChange: false)
+            return work
+        }
+        perform(work)
+    }
+
+    /// Tells the registry that the site totals changed elsewhere.
+    public func markSiteChanged() {
+        let now = time.now
+        let work: Work = state.withLock { state in
+            var work = Work()
+            state.siteChanged(now: now, configuration: configuration, work: &work)
+            return work
+        }
+        perform(work)
+    }
+
+    // MARK: Driving
+
+    /// Expires leave graces and sends coalesced updates that are due. Call it often (every 10 ms or so).
+    public func tick() {
+        let now = time.now
+        let work: Work = state.withLock { state in
+            var work = Work()
+            state.expireGraces(now: now, configuration: configuration, work: &work)
+            state.flushDue(now: now, configuration: configuration, work: &work)
+            return work
+        }
+        perform(work)
+    }
+
+    /// Whether a `tick()` now would have anything to do later: dirty rooms or visitors in grace.
+    public var hasPendingWork: Bool {
+        state.withLock { !$0.dirtyRooms.isEmpty || $0.siteDirty || !$0.graces.isEmpty }
+    }
+
+    /// Sends a heartbeat comment to every subscriber (sinks skip it when an event is pending).
+    public func heartbeat() {
+        let all = allSubscriptions()
+        for sub in all { sub.sink.heartbeat(heartbeatBuffer) }
+    }
+
+    /// Refuses further joins and closes every subscriber's sink; their owners then leave.
+    /// Returns the subscriptions that were open.
+    @discardableResult
+    public func shutdown() -> [Subscription] {
+        state.withLock { $0.shuttingDown = true }
+        let all = allSubscriptions()
+        for sub in all { sub.sink.close() }
+        return all
+    }
+
+    /// Every open subscription, in no particular order.
+    public func allSubscriptions() -> [Subscription] {
+        state.withLock { state in
+            var all: [Subscription] = []
+            all.reserveCapacity(state.subscriberCount)
+            all.append(contentsOf: state.siteSubscribers)
+            for room in state.rooms.values {
+                all.append(contentsOf: room.roomSubscribers)
+                all.append(contentsOf: room.legacySubscribers)
+            }
+            return all
+        }
+    }
+
+    // MARK: Snapshots
+
+    /// The figures of a room as subscribers see them; an empty or unknown room is zeros.
+    public func counts(room: String) -> RoomCounts {
+        let local = state.withLock { $0.rooms[room]?.counts } ?? RoomCounts(room: room, version: 0)
+        return backplane.merge(room: room, local: local)
+    }
+
+    /// Local figures only (no backplane), for tests and the cluster's own publishing.
+    public func localCounts(room: String) -> RoomCounts {
+        state.withLock { $0.rooms[room]?.counts } ?? RoomCounts(room: room)
+    }
+
+    /// The local state a cluster node publishes for `room`.
+    public func localState(room: String) -> LocalRoomState {
+        state.withLock { state in
+            guard let r = state.rooms[room] else { return LocalRoomState(room: room, connections: 0, visitors: []) }
+            return LocalRoomState(room: room, connections: r.connections, visitors: Array(r.visitors.keys))
+        }
+    }
+
+    /// Names of all local rooms.
+    public func localRoomNames() -> [String] {
+        state.withLock { Array($0.rooms.keys) }
+    }
+
+    /// The busiest rooms, most online first (then most connections, then name).
+    public func busiestRooms(limit: Int) -> [RoomCounts] {
+        let local: [RoomCounts] = state.withLock { state in
+            state.rooms.values.compactMap { room in room.visitors.isEmpty && room.connections == 0 ? nil : room.counts }
+        }
+        let merged = backplane.knownRooms(local: local).filter { $0.online > 0 || $0.connections > 0 }
+        let sorted = merged.sorted { a, b in
+            if a.online != b.online { return a.online > b.online }
+            if a.connections != b.connections { return a.connections > b.connections }
+            return a.room < b.room
+        }
+        return Array(sorted.prefix(max(0, limit)))
+    }
+
+    /// Site totals as subscribers see them.
+    public func siteCounts() -> SiteCounts {
+        backplane.mergeSite(local: state.withLock { $0.siteCounts })
+    }
+
+    /// Totals plus peak and uptime.
+    public func stats() -> SiteStats {
+        let now = time.now
+        let (counts, peak, peakAt, subscribers) = state.withLock { s in (s.siteCounts, s.peakOnline, s.peakAt, s.subscriberCount) }
+        let uptime = (now - start).seconds
+        return SiteStats(
+            counts: backplane.mergeSite(local: counts),
+            peakOnline: peak,
+            peakAt: peakAt.map { configuration.startWallTime + ($0 - start).seconds },
+            startedAt: configuration.startWallTime,
+            uptime: uptime,
+            subscribers: subscribers
+        )
+    }
+
+    /// Number of rooms in existence (with a subscriber or a visitor in grace).
+    public var roomCount: Int { state.withLock { $0.rooms.count } }
+
+    /// Number of subscribers of every kind.
+    public var subscriberCount: Int { state.withLock { $0.subscriberCount } }
+
+    // MARK: Delivery
+
+    /// Encodes each pending event once and hands the same bytes to every subscriber, outside the lock.
+    func perform(_ work: Work) {
+        if let (sub, initial) = work.initial {
+            switch initial {
+            case .site(let local):
+                let counts = backplane.mergeSite(local: local)
+                sub.sink.deliver(SSEEncoder.siteEvent(counts), version: counts.version)
+            case .room(let local):
+                if case .room(let name, let format) = sub.target {
+                    let counts = backplane.merge(room: name, local: local)
+                    sub.sink.deliver(SSEEncoder.roomEvent(counts, format: format), version: counts.version)
+                }
+            }
+        }
+        for fanout in work.rooms {
+            if let local = fanout.localState { backplane.publish(room: local.room, local: local) }
+            let counts = backplane.merge(room: fanout.counts.room, local: fanout.counts)
+            if !fanout.roomSubscribers.isEmpty {
+                let buffer = SSEEncoder.roomEvent(counts, format: .room)
+                for sub in fanout.roomSubscribers { sub.sink.deliver(buffer, version: counts.version) }
+            }
+            if !fanout.legacySubscribers.isEmpty {
+                let buffer = SSEEncoder.roomEvent(counts, format: .legacy)
+                for sub in fanout.legacySubscribers { sub.sink.deliver(buffer, version: counts.version) }
+            }
+        }
+        if let site = work.site {
+            let counts = backplane.mergeSite(local: site.counts)
+            let buffer = SSEEncoder.siteEvent(counts)
+            for sub in site.subscribers { sub.sink.deliver(buffer, version: counts.version) }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+/// Who a stream counts as.
+public enum VisitorIdentity: Sendable, Hashable {
+    /// A visitor who told us who they are (`?visitor=` or the `hc_vid` cookie): several streams count
+    /// once, and the visitor stays online for the leave grace after their last stream.
+    case identified(String)
+    /// A stream that carried no identity: its own visitor, gone as soon as it closes.
+    case ephemeral(String)
+
+    public var id: String {
+        switch self {
+        case .identified(let id), .ephemeral(let id): return id
+        }
+    }
+    var hasGrace: Bool {
+        if case .identified = self { return true }
+        return false
+    }
+}
+
+/// What a subscriber receives.
+public enum SubscriptionTarget: Sendable, Hashable {
+    /// A room's counts, in a room or legacy format.
+    case room(String, EventFormat)
+    /// Site-wide totals.
+    case site
+}
+
+/// One subscriber's membership in the registry. Returned by `join`, handed back to `leave`.
+///
+/// Its mutable fields are touched only under the registry's lock.
+public final class Subscription: @unchecked Sendable {
+    public let id: UInt64
+    public let target: SubscriptionTarget
+    /// nil for watchers (`?watch=1`, site streams): they receive counts without being counted.
+    public let visitor: VisitorIdentity?
+    public let sink: any EventSink
+    /// Position in the room's subscriber array (swap-remove), guarded by the registry lock.
+    var index: Int = -1
+    /// False once left; guarded by the registry lock.
+    var active: Bool = true
+
+    init(id: UInt64, target: SubscriptionTarget, visitor: VisitorIdentity?, sink: any EventSink) {
+        self.id = id
+        self.target = target
+        self.visitor = visitor
+        self.sink = sink
+    }
+
+    public var room: String? {
+        if case .room(let name, _) = target { return name }
+        return nil
+    }
+}
+
+/// Why a join was refused.
+public enum JoinRefusal: Error, Sendable, Hashable {
+    /// `maxRooms` rooms exist already.
+    case tooManyRooms
+    /// The registry is shutting down.
+    case shuttingDown
+}

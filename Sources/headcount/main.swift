@@ -1,0 +1,2 @@
+import HeadcountServer
+print("headcount")
