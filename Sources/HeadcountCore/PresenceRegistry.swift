@@ -227,6 +227,14 @@ public final class PresenceRegistry: Sendable {
         )
     }
 
+    /// Whether `shutdown()` has begun.
+    public var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
+
+    /// Whether a join to `room` would be accepted now (the room exists or there is room for one more).
+    public func canJoin(room: String) -> Bool {
+        state.withLock { !$0.shuttingDown && ($0.rooms[room] != nil || $0.rooms.count < configuration.maxRooms) }
+    }
+
     /// Number of rooms in existence (with a subscriber or a visitor in grace).
     public var roomCount: Int { state.withLock { $0.rooms.count } }
 

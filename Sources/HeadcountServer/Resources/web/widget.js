@@ -11,7 +11,7 @@
   try {
     vid = localStorage.getItem('headcount.vid');
     if (!vid || !NAME.test(vid)) localStorage.setItem('headcount.vid', (vid = rnd(12)));
-  } catch (e) { vid = vid || rnd(12); }
+  } catch (_) { vid = vid || rnd(12); }
 
   const tab = rnd(6);
   const subs = new Map();    // room -> Set of callbacks in this tab
@@ -26,7 +26,7 @@
   const deliver = (d) => {
     last.set(d.room, d);
     (subs.get(d.room) || []).forEach((fn) => {
-      try { fn({ ...d }); } catch (e) { setTimeout(() => { throw e; }); }
+      try { fn({ ...d }); } catch (e) { console.error(e); }
     });
   };
   const emit = (d) => { deliver(d); post({ t: 'count', d }); };
@@ -34,15 +34,15 @@
   // ---- streams (leader / solo tab) ----
   const open = (room) => {
     const s = streams.get(room) || { tries: 0 };
-    streams.set(room, s);
-    const tok = tokens.get(room);
-    const es = (s.es = new EventSource(base + '/rooms/' + encodeURIComponent(room) + '/events?visitor=' +
-      encodeURIComponent(vid) + (tok ? '&token=' + encodeURIComponent(tok) : '')));
+    const q = new URLSearchParams({ visitor: vid });
+    if (tokens.get(room)) q.set('token', tokens.get(room));
+    streams.set(room, s); // room names are [A-Za-z0-9-_.~:] only, safe in a path
+    const es = (s.es = new EventSource(`${base}/rooms/${room}/events?${q}`));
     es.onopen = () => { s.tries = 0; };
     es.onmessage = (e) => {
       let j;
       try { j = JSON.parse(e.data); } catch (_) { return; }
-      if (typeof j.online === 'number') emit({ room, online: j.online, connections: j.connections, connected: true });
+      if (typeof j.online == 'number') emit({ room, online: j.online, connections: j.connections, connected: true });
     };
     es.onerror = () => {
       es.close();
@@ -83,6 +83,7 @@
     post({ t: 'ping' });
     sync();
   };
+  const alone = () => { solo = leader = true; sync(); };
   const lead = () => {
     leader = true;
     post({ t: 'leader', tab });
@@ -107,19 +108,14 @@
           announce();
         }
       };
-      navigator.locks.request('headcount-leader-' + base, () => new Promise(lead)).catch(() => {
-        solo = true;
-        leader = true;
-        sync();
-      });
-    } else leader = true;
-  } catch (e) { solo = true; leader = true; }
+      navigator.locks.request('headcount-leader-' + base, () => new Promise(lead)).catch(alone);
+    } else alone();
+  } catch (_) { alone(); }
 
   addEventListener('pagehide', () => {
     post({ t: 'bye', tab });
     streams.forEach((_, r) => close(r));
   });
-  addEventListener('pageshow', (e) => e.persisted && changed());
   addEventListener('online', () => streams.forEach((s, r) => {
     if (s.es.readyState === 2) { clearTimeout(s.timer); s.tries = 0; open(r); }
   }));
@@ -147,32 +143,22 @@
     };
   };
 
-  const CSS = ':where(.headcount-badge){display:inline-flex;align-items:center;gap:.45em;' +
-    'padding:var(--headcount-padding,.2em .7em);border-radius:var(--headcount-radius,1em);' +
-    'background:var(--headcount-bg,#f1f5f9);color:var(--headcount-fg,#0f172a);' +
-    'font:var(--headcount-font,600 .85em/1.4 system-ui,sans-serif);font-variant-numeric:tabular-nums;' +
-    'white-space:nowrap;vertical-align:middle}' +
-    ':where(.headcount-dot){width:.55em;height:.55em;border-radius:50%;flex:none;' +
-    'background:var(--headcount-dot-off,#94a3b8);transition:background .3s,box-shadow .3s}' +
-    ':where(.headcount-connected .headcount-dot){background:var(--headcount-dot-on,#22c55e);' +
-    'box-shadow:0 0 0 .2em var(--headcount-dot-halo,rgba(34,197,94,.2))}' +
-    ':where(.headcount-disconnected){opacity:var(--headcount-off-opacity,.75)}';
+  const v = (k, d) => `var(--headcount-${k},${d})`;
+  const CSS = `:where(.headcount-badge){display:inline-flex;align-items:center;gap:.45em;padding:${v('padding', '.2em .7em')};
+border-radius:${v('radius', '1em')};background:${v('bg', '#f1f5f9')};color:${v('fg', '#0f172a')};white-space:nowrap;
+font:${v('font', '600 .85em/1.4 system-ui,sans-serif')};font-variant-numeric:tabular-nums;vertical-align:middle}
+:where(.headcount-dot){width:.55em;height:.55em;border-radius:50%;flex:none;background:${v('dot-off', '#94a3b8')}}
+:where(.headcount-connected .headcount-dot){background:${v('dot-on', '#22c55e')};box-shadow:0 0 0 .2em ${v('halo', '#22c55e33')}}
+:where(.headcount-disconnected){opacity:.75}`;
 
   const mount = (el, o = {}) => {
-    if (!document.getElementById('headcount-css') && !o.unstyled) {
-      const st = document.createElement('style');
-      st.id = 'headcount-css';
-      st.textContent = CSS;
-      document.head.prepend(st);
+    if (!o.unstyled && !document.getElementById('headcount-css')) {
+      document.head.insertAdjacentHTML('afterbegin', `<style id="headcount-css">${CSS}</style>`);
     }
     const room = o.room || 'lobby';
-    el.classList.add('headcount-badge', 'headcount-disconnected');
-    el.textContent = '';
-    const dot = el.appendChild(document.createElement('span'));
-    const txt = el.appendChild(document.createElement('span'));
-    dot.className = 'headcount-dot';
-    dot.setAttribute('aria-hidden', 'true');
-    txt.className = 'headcount-text';
+    el.classList.add('headcount-badge');
+    el.innerHTML = '<span class="headcount-dot" aria-hidden="true"></span><span class="headcount-text"></span>';
+    const txt = el.lastChild;
     const render = (d = {}) => {
       const n = d.online;
       el.classList.toggle('headcount-connected', !!d.connected);
@@ -196,8 +182,7 @@
       if (!el) return console.warn('Headcount: nothing matches data-target ' + d.target);
       if (!d.target) s.after(el);
       try {
-        mount(el, { room: d.room, token: d.token, template: d.template, labelOne: d.labelOne,
-          labelMany: d.labelMany, unstyled: 'unstyled' in d });
+        mount(el, { ...d, unstyled: 'unstyled' in d });
       } catch (e) { console.warn(e.message); }
     };
     d.target && document.readyState === 'loading' ? document.addEventListener('DOMContentLoaded', go) : go();
@@ -208,7 +193,7 @@
     mount,
     isLeader: () => leader,
     state: () => ({
-      leader, mode: solo ? 'solo' : 'shared', tab, visitor: vid, base,
+      leader, mode: solo ? 'solo' : 'shared', tab, visitor: vid,
       rooms: Object.fromEntries([...subs.keys()].map((r) => [r, { ...last.get(r) }])),
       streams: [...streams.keys()],
       tabs: tabs.size,

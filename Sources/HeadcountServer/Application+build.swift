@@ -1,0 +1,47 @@
+import Foundation
+public import HeadcountCore
+public import Hummingbird
+public import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// A built Headcount server: the Hummingbird application and the registry it serves.
+public struct HeadcountApp: Sendable {
+    public let application: Application<RouterResponder<HeadcountRequestContext>>
+    public let registry: PresenceRegistry
+
+    /// Runs until SIGINT or SIGTERM, then drains: stops accepting, closes every stream, returns.
+    public func runService() async throws {
+        try await application.runService()
+    }
+}
+
+/// Builds the Headcount application from its configuration.
+public func buildApplication(_ configuration: HeadcountConfiguration, logger: Logger) throws -> HeadcountApp {
+    let registry = PresenceRegistry(configuration: configuration.presence(startWallTime: Date().timeIntervalSince1970))
+    let router = buildRouter(configuration, registry: registry)
+    let presence = PresenceService(registry: registry, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
+    let app = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "headcount"),
+        services: [presence],
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? configuration.port
+            logger.info("Headcount ready at http://\(configuration.host):\(port)/", metadata: ["headcount.port": "\(port)"])
+        },
+        logger: logger
+    )
+    return HeadcountApp(application: app, registry: registry)
+}
+
+/// The router of every Headcount route.
+func buildRouter(_ configuration: HeadcountConfiguration, registry: PresenceRegistry) -> Router<HeadcountRequestContext> {
+    let router = Router(context: HeadcountRequestContext.self)
+    // Middleware wraps only routes added after it: add it first.
+    router.add(middleware: HeadcountCORSMiddleware(allowOrigins: configuration.allowOrigins))
+    router.add(middleware: JSONErrorMiddleware())
+    StreamController(registry: registry, configuration: configuration).addRoutes(to: router)
+    APIController(registry: registry).addRoutes(to: router)
+    WebAssets.load().addRoutes(to: router)
+    return router
+}

@@ -1,0 +1,38 @@
+public import HeadcountCore
+public import Logging
+
+/// Everything `headcount serve` can be told. Each field has a flag and an environment variable
+/// (see the README's configuration table); the defaults are named here.
+public struct HeadcountConfiguration: Sendable {
+    public var host: String = "127.0.0.1"
+    public var port: Int = 8080
+    /// Interval of `: heartbeat` comments on every stream.
+    public var heartbeat: Duration = .seconds(15)
+    /// Leave grace of identified visitors.
+    public var leaveGrace: Duration = PresenceConfiguration.defaultLeaveGrace
+    /// Minimum spacing of two events of one room.
+    public var updateInterval: Duration = PresenceConfiguration.defaultUpdateInterval
+    /// `*` or a list of origins allowed by CORS.
+    public var allowOrigins: [String] = ["*"]
+    /// Lower and upper bound of the randomised `retry:` sent at the start of each stream.
+    public var retryMin: Duration = .seconds(1)
+    public var retryMax: Duration = .seconds(6)
+    /// Most rooms in existence at once.
+    public var maxRooms: Int = 100_000
+    /// How often the registry driver runs (grace expiry, coalesced flushes).
+    public var tickInterval: Duration = .milliseconds(10)
+    public var logLevel: Logger.Level = .info
+
+    public init() {}
+
+    /// The presence model's part of the configuration.
+    public func presence(startWallTime: Double) -> PresenceConfiguration {
+        PresenceConfiguration(
+            leaveGrace: leaveGrace,
+            updateInterval: updateInterval,
+            maxRooms: maxRooms,
+            startWallTime: startWallTime,
+            initialSequence: UInt64(max(0, startWallTime) * 1_000_000)
+        )
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct Headcount: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "headcount",
+        abstract: "Self-hosted real-time \"who is online\" counts over Server-Sent Events.",
+        subcommands: [Serve.self],
+        defaultSubcommand: nil
+    )
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import HeadcountCore
+import HeadcountServer
+import Logging
+
+/// `headcount serve`: every option also reads `HEADCOUNT_<NAME>` from the environment; a flag wins.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the Headcount server (in-memory by default).")
+
+    @Option(help: "Address to listen on. [env: HEADCOUNT_HOST] (default: 127.0.0.1)")
+    var host: String?
+
+    @Option(help: "Port to listen on; 0 picks a free one. [env: HEADCOUNT_PORT] (default: 8080)")
+    var port: Int?
+
+    @Option(help: "Seconds between `: heartbeat` comments. [env: HEADCOUNT_HEARTBEAT] (default: 15)")
+    var heartbeat: String?
+
+    @Option(name: .customLong("leave-grace"), help: "Seconds an identified visitor stays online after their last stream. [env: HEADCOUNT_LEAVE_GRACE] (default: 3)")
+    var leaveGrace: String?
+
+    @Option(name: .customLong("update-interval"), help: "Minimum seconds between two events of a room. [env: HEADCOUNT_UPDATE_INTERVAL] (default: 0.1)")
+    var updateInterval: String?
+
+    @Option(name: .customLong("allow-origin"), help: "CORS: `*` or comma-separated origins. [env: HEADCOUNT_ALLOW_ORIGIN] (default: *)")
+    var allowOrigin: String?
+
+    @Option(name: .customLong("retry-min"), help: "Lowest randomised `retry:` in seconds. [env: HEADCOUNT_RETRY_MIN] (default: 1)")
+    var retryMin: String?
+
+    @Option(name: .customLong("retry-max"), help: "Highest randomised `retry:` in seconds. [env: HEADCOUNT_RETRY_MAX] (default: 6)")
+    var retryMax: String?
+
+    @Option(name: .customLong("max-rooms"), help: "Most rooms in existence at once. [env: HEADCOUNT_MAX_ROOMS] (default: 100000)")
+    var maxRooms: Int?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: HEADCOUNT_LOG_LEVEL] (default: info)")
+    var logLevel: String?
+
+    func run() async throws {
+        var env = EnvironmentOptions(ProcessInfo.processInfo.environment)
+        let config = try makeConfiguration(&env)
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = config.logLevel
+            return handler
+        }
+        var logger = Logger(label: "headcount")
+        logger.logLevel = config.logLevel
+        let app = try buildApplication(config, logger: logger)
+        try await app.runService()
+    }
+
+    func makeConfiguration(_ env: inout EnvironmentOptions) throws -> HeadcountConfiguration {
+        var c = HeadcountConfiguration()
+        c.host = env.string(host, "HOST") ?? c.host
+        c.port = try env.int(port, "PORT", range: 0...65535) ?? c.port
+        c.heartbeat = try env.duration(heartbeat, "HEARTBEAT", positive: true) ?? c.heartbeat
+        c.leaveGrace = try env.duration(leaveGrace, "LEAVE_GRACE") ?? c.leaveGrace
+        c.updateInterval = try env.duration(updateInterval, "UPDATE_INTERVAL") ?? c.updateInterval
+        if let origins = env.string(allowOrigin, "ALLOW_ORIGIN") {
+            c.allowOrigins = origins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        c.retryMin = try env.duration(retryMin, "RETRY_MIN") ?? c.retryMin
+        c.retryMax = try env.duration(retryMax, "RETRY_MAX") ?? c.retryMax
+        guard c.retryMax >= c.retryMin else { throw ValidationError("--retry-max must not be below --retry-min") }
+        c.maxRooms = try env.int(maxRooms, "MAX_ROOMS", range: 1...10_000_000) ?? c.maxRooms
+        if let level = env.string(logLevel, "LOG_LEVEL") {
+            guard let parsed = Logger.Level(rawValue: level.lowercased()) else { throw ValidationError("unknown log level \(level)") }
+            c.logLevel = parsed
+        }
+        return c
+    }
+}
+
+/// Resolves an option from its flag, else from `HEADCOUNT_<NAME>`, with clear errors.
+struct EnvironmentOptions {
+    let environment: [String: String]
+    init(_ environment: [String: String]) { self.environment = environment }
+
+    func raw(_ flag: String?, _ name: String) -> (value: String, source: String)? {
+        if let flag { return (flag, "--" + name.lowercased().replacingOccurrences(of: "_", with: "-")) }
+        if let value = environment["HEADCOUNT_" + name], !value.isEmpty { return (value, "HEADCOUNT_" + name) }
+        return nil
+    }
+
+    func string(_ flag: String?, _ name: String) -> String? { raw(flag, name)?.value }
+
+    func int(_ flag: Int?, _ name: String, range: ClosedRange<Int>) throws -> Int? {
+        let resolved: (Int, String)?
+        if let flag {
+            resolved = (flag, "--" + name.lowercased().replacingOccurrences(of: "_", with: "-"))
+        } else if let (text, source) = raw(nil, name) {
+            guard let n = Int(text) else { throw ValidationError("\(source): '\(text)' is not a whole number") }
+            resolved = (n, source)
+        } else {
+            resolved = nil
+        }
+        guard let (n, source) = resolved else { return nil }
+        guard range.contains(n) else { throw ValidationError("\(source): \(n) is outside \(range.lowerBound)...\(range.upperBound)") }
+        return n
+    }
+
+    func duration(_ flag: String?, _ name: String, positive: Bool = false) throws -> Duration? {
+        guard let (text, source) = raw(flag, name) else { return nil }
+        guard let d = DurationParser.parse(text) else {
+            throw ValidationError("\(source): '\(text)' is not a duration (seconds such as 3 or 0.1, or 100ms, 2m, 1h)")
+        }
+        if positive && d <= .zero { throw ValidationError("\(source) must be above zero") }
+        return d
+    }
+}

@@ -1,2 +1,0 @@
-import HeadcountServer
-print("headcount")
