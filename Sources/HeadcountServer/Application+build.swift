@@ -17,7 +17,15 @@ public struct HeadcountApp: Sendable {
 }
 
 /// Builds the Headcount application from its configuration.
-public func buildApplication(_ configuration: HeadcountConfiguration, logger: Logger) throws -> HeadcountApp {
+/// - Parameters:
+///   - configuration: what `headcount serve` was told
+///   - logger: the server's logger
+///   - onReady: called with the bound port once the server listens (port 0 picks a free one)
+public func buildApplication(
+    _ configuration: HeadcountConfiguration,
+    logger: Logger,
+    onReady: (@Sendable (Int) async -> Void)? = nil
+) throws -> HeadcountApp {
     let registry = PresenceRegistry(configuration: configuration.presence(startWallTime: Date().timeIntervalSince1970))
     let router = buildRouter(configuration, registry: registry)
     let presence = PresenceService(registry: registry, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
@@ -28,6 +36,7 @@ public func buildApplication(_ configuration: HeadcountConfiguration, logger: Lo
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             logger.info("Headcount ready at http://\(configuration.host):\(port)/", metadata: ["headcount.port": "\(port)"])
+            await onReady?(port)
         },
         logger: logger
     )
