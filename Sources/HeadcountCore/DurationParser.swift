@@ -14,7 +14,10 @@ public enum DurationParser {
                 break
             }
         }
-        guard let value = Double(number), value.isFinite, value >= 0 else { return nil }
+        // Plain decimal only: no sign, exponent, hex or nan.
+        guard number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }), number.filter({ $0 == "." }).count <= 1,
+            let value = Double(number), value.isFinite
+        else { return nil }
         let seconds = value * scale
         guard seconds < 1e9 else { return nil }
         return .nanoseconds(Int64((seconds * 1e9).rounded()))

@@ -47,8 +47,9 @@ public struct PresenceConfiguration: Sendable {
     /// count changes; small rooms keep the plain `updateInterval`.
     public func coalescingInterval(subscribers: Int) -> Duration {
         let share = fanoutCoreShare > 0 ? min(fanoutCoreShare, 1) : 1
-        let cost = fanoutCostPerSubscriber * subscribers
-        let stretched = Duration.nanoseconds(Int64(Double(cost.nanosecondsClamped) / share))
+        let nanoseconds = Double(fanoutCostPerSubscriber.nanosecondsClamped) * Double(subscribers) / share
+        // Clamp to a day so that extreme settings cannot overflow.
+        let stretched = Duration.nanoseconds(Int64(min(max(nanoseconds, 0), 86_400e9)))
         return max(updateInterval, stretched)
     }
 }

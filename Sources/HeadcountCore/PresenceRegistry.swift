@@ -33,6 +33,16 @@ public final class PresenceRegistry: Sendable {
     /// receives the current figures at once (before this returns); the change reaches the other
     /// subscribers now or, inside the coalescing interval, at the next flush.
     public func join(_ target: SubscriptionTarget, visitor: VisitorIdentity?, sink: any EventSink) throws(JoinRefusal) -> Subscription {
+        try join(target, visitor: visitor, deliverTo: sink, initialTo: sink)
+    }
+
+    /// Adds a counted subscriber whose events reach it some other way (a shared group sink registered as
+    /// a watcher). Only the initial figures go to `initialTo`; later changes are not delivered to it.
+    public func join(_ target: SubscriptionTarget, visitor: VisitorIdentity?, initialTo: any EventSink) throws(JoinRefusal) -> Subscription {
+        try join(target, visitor: visitor, deliverTo: nil, initialTo: initialTo)
+    }
+
+    func join(_ target: SubscriptionTarget, visitor: VisitorIdentity?, deliverTo sink: (any EventSink)?, initialTo: any EventSink) throws(JoinRefusal) -> Subscription {
         let now = time.now
         let result: Result<(Subscription, Work), JoinRefusal> = state.withLock { state in
             if state.shuttingDown { return .failure(.shuttingDown) }
@@ -41,22 +51,26 @@ public final class PresenceRegistry: Sendable {
             var work = Work()
             switch target {
             case .site:
-                sub.index = state.siteSubscribers.count
-                state.siteSubscribers.append(sub)
+                if sink != nil {
+                    sub.index = state.siteSubscribers.count
+                    state.siteSubscribers.append(sub)
+                }
                 state.subscriberCount += 1
-                work.initial = (sub, .site(state.siteCounts))
+                work.initial = (initialTo, .site(state.siteCounts), target)
             case .room(let name, let format):
                 if state.rooms[name] == nil {
                     guard state.rooms.count < configuration.maxRooms else { return .failure(.tooManyRooms) }
-                    state.rooms[name] = Room(name: name)
+                    var room = Room(name: name)
+                    room.version = state.sequence  // a fresh room's first id is never below ids already issued
+                    state.rooms[name] = room
                 }
                 state.subscriberCount += 1
-                state.rooms[name]!.add(sub, format: format)
+                if sink != nil { state.rooms[name]!.add(sub, format: format) }
                 if let visitor = sub.visitor {
                     state.addStream(room: name, visitor: visitor, now: now)
                     state.changed(room: name, now: now, configuration: configuration, work: &work)
                 }
-                work.initial = (sub, .room(state.rooms[name]!.counts))
+                work.initial = (initialTo, .room(state.rooms[name]!.counts), target)
             }
             return .success((sub, work))
         }
@@ -78,9 +92,9 @@ public final class PresenceRegistry: Sendable {
             var work = Work()
             switch subscription.target {
             case .site:
-                state.siteSubscribers.swapRemove(subscription)
+                if subscription.sink != nil { state.siteSubscribers.swapRemove(subscription) }
             case .room(let name, let format):
-                state.rooms[name]!.remove(subscription, format: format)
+                if subscription.sink != nil { state.rooms[name]!.remove(subscription, format: format) }
                 if let visitor = subscription.visitor {
                     let grace = visitor.hasGrace && configuration.leaveGrace > .zero
                     state.removeStream(room: name, visitor: visitor, graceUntil: grace ? now + configuration.leaveGrace : nil)
@@ -140,7 +154,7 @@ public final class PresenceRegistry: Sendable {
     /// Sends a heartbeat comment to every subscriber (sinks skip it when an event is pending).
     public func heartbeat() {
         let all = allSubscriptions()
-        for sub in all { sub.sink.heartbeat(heartbeatBuffer) }
+        for sub in all { sub.sink?.heartbeat(heartbeatBuffer) }
     }
 
     /// Refuses further joins and closes every subscriber's sink; their owners then leave.
@@ -149,7 +163,7 @@ public final class PresenceRegistry: Sendable {
     public func shutdown() -> [Subscription] {
         state.withLock { $0.shuttingDown = true }
         let all = allSubscriptions()
-        for sub in all { sub.sink.close() }
+        for sub in all { sub.sink?.close() }
         return all
     }
 
@@ -245,15 +259,15 @@ public final class PresenceRegistry: Sendable {
 
     /// Encodes each pending event once and hands the same bytes to every subscriber, outside the lock.
     func perform(_ work: Work) {
-        if let (sub, initial) = work.initial {
+        if let (sink, initial, target) = work.initial {
             switch initial {
             case .site(let local):
                 let counts = backplane.mergeSite(local: local)
-                sub.sink.deliver(SSEEncoder.siteEvent(counts), version: counts.version)
+                sink.deliver(SSEEncoder.siteEvent(counts), version: counts.version)
             case .room(let local):
-                if case .room(let name, let format) = sub.target {
+                if case .room(let name, let format) = target {
                     let counts = backplane.merge(room: name, local: local)
-                    sub.sink.deliver(SSEEncoder.roomEvent(counts, format: format), version: counts.version)
+                    sink.deliver(SSEEncoder.roomEvent(counts, format: format), version: counts.version)
                 }
             }
         }
@@ -262,17 +276,17 @@ public final class PresenceRegistry: Sendable {
             let counts = backplane.merge(room: fanout.counts.room, local: fanout.counts)
             if !fanout.roomSubscribers.isEmpty {
                 let buffer = SSEEncoder.roomEvent(counts, format: .room)
-                for sub in fanout.roomSubscribers { sub.sink.deliver(buffer, version: counts.version) }
+                for sub in fanout.roomSubscribers { sub.sink?.deliver(buffer, version: counts.version) }
             }
             if !fanout.legacySubscribers.isEmpty {
                 let buffer = SSEEncoder.roomEvent(counts, format: .legacy)
-                for sub in fanout.legacySubscribers { sub.sink.deliver(buffer, version: counts.version) }
+                for sub in fanout.legacySubscribers { sub.sink?.deliver(buffer, version: counts.version) }
             }
         }
         if let site = work.site {
             let counts = backplane.mergeSite(local: site.counts)
             let buffer = SSEEncoder.siteEvent(counts)
-            for sub in site.subscribers { sub.sink.deliver(buffer, version: counts.version) }
+            for sub in site.subscribers { sub.sink?.deliver(buffer, version: counts.version) }
         }
     }
 }

@@ -83,7 +83,7 @@ struct Work {
         var counts: SiteCounts
         var subscribers: ContiguousArray<Subscription>
     }
-    var initial: (Subscription, Initial)?
+    var initial: (any EventSink, Initial, SubscriptionTarget)?
     var rooms: [RoomFanout] = []
     var site: SiteFanout?
 }

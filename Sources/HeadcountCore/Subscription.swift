@@ -33,13 +33,15 @@ public final class Subscription: @unchecked Sendable {
     public let target: SubscriptionTarget
     /// nil for watchers (`?watch=1`, site streams): they receive counts without being counted.
     public let visitor: VisitorIdentity?
-    public let sink: any EventSink
+    /// Where the registry delivers this subscriber's events; nil when delivery is someone else's job
+    /// (a stream whose events reach it through a shared per-event-loop group).
+    public let sink: (any EventSink)?
     /// Position in the room's subscriber array (swap-remove), guarded by the registry lock.
     var index: Int = -1
     /// False once left; guarded by the registry lock.
     var active: Bool = true
 
-    init(id: UInt64, target: SubscriptionTarget, visitor: VisitorIdentity?, sink: any EventSink) {
+    init(id: UInt64, target: SubscriptionTarget, visitor: VisitorIdentity?, sink: (any EventSink)?) {
         self.id = id
         self.target = target
         self.visitor = visitor

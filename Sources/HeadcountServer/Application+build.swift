@@ -1,14 +1,20 @@
 import Foundation
 public import HeadcountCore
 public import Hummingbird
+import HummingbirdCore
 public import Logging
 import NIOCore
+import NIOHTTP1
 import ServiceLifecycle
 
 /// A built Headcount server: the Hummingbird application and the registry it serves.
 public struct HeadcountApp: Sendable {
     public let application: Application<RouterResponder<HeadcountRequestContext>>
     public let registry: PresenceRegistry
+    let hub: StreamHub
+
+    /// SSE streams open right now, in either shape.
+    public var openStreams: Int { hub.streamCount }
 
     /// Runs until SIGINT or SIGTERM, then drains: stops accepting, closes every stream, returns.
     public func runService() async throws {
@@ -27,10 +33,27 @@ public func buildApplication(
     onReady: (@Sendable (Int) async -> Void)? = nil
 ) throws -> HeadcountApp {
     let registry = PresenceRegistry(configuration: configuration.presence(startWallTime: Date().timeIntervalSince1970))
-    let router = buildRouter(configuration, registry: registry)
+    let hub = StreamHub(registry: registry, configuration: configuration, logger: logger)
+    let router = buildRouter(configuration, hub: hub)
     let presence = PresenceService(registry: registry, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
+    let server: HTTPServerBuilder
+    switch configuration.streamShape {
+    case .route:
+        server = .http1(configuration: .init(idleTimeout: configuration.idleTimeout.timeAmount))
+    case .nio:
+        server = HTTPServerBuilder { responder in
+            HeadcountHTTP1Channel(
+                responder: responder,
+                hub: hub,
+                decoderLimits: .init(),
+                firstRequestTimeout: configuration.firstRequestTimeout.timeAmount,
+                idleTimeout: configuration.idleTimeout
+            )
+        }
+    }
     let app = Application(
         router: router,
+        server: server,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "headcount"),
         services: [presence],
         onServerRunning: { channel in
@@ -40,16 +63,21 @@ public func buildApplication(
         },
         logger: logger
     )
-    return HeadcountApp(application: app, registry: registry)
+    return HeadcountApp(application: app, registry: registry, hub: hub)
+}
+
+extension Duration {
+    var timeAmount: TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }
 }
 
 /// The router of every Headcount route.
-func buildRouter(_ configuration: HeadcountConfiguration, registry: PresenceRegistry) -> Router<HeadcountRequestContext> {
+func buildRouter(_ configuration: HeadcountConfiguration, hub: StreamHub) -> Router<HeadcountRequestContext> {
+    let registry = hub.registry
     let router = Router(context: HeadcountRequestContext.self)
     // Middleware wraps only routes added after it: add it first.
     router.add(middleware: HeadcountCORSMiddleware(allowOrigins: configuration.allowOrigins))
     router.add(middleware: JSONErrorMiddleware())
-    StreamController(registry: registry, configuration: configuration).addRoutes(to: router)
+    StreamController(hub: hub).addRoutes(to: router)
     APIController(registry: registry).addRoutes(to: router)
     WebAssets.load().addRoutes(to: router)
     return router

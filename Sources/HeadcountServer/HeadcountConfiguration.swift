@@ -22,8 +22,20 @@ public struct HeadcountConfiguration: Sendable {
     /// How often the registry driver runs (grace expiry, coalesced flushes).
     public var tickInterval: Duration = .milliseconds(10)
     public var logLevel: Logger.Level = .info
+    /// How SSE streams are served (see docs/DECISIONS.md): `.nio`, a channel handler per stream (the
+    /// default, a few KB each), or `.route`, a Hummingbird route with a task per stream.
+    public var streamShape: StreamShape = .nio
+    /// A connection that sends no request head within this time is closed.
+    public var firstRequestTimeout: Duration = .seconds(30)
+    /// Keep-alive HTTP connections idle this long are closed (streams are never idle-closed).
+    public var idleTimeout: Duration = .seconds(75)
 
     public init() {}
+
+    public enum StreamShape: String, Sendable, CaseIterable {
+        case nio
+        case route
+    }
 
     /// The presence model's part of the configuration.
     public func presence(startWallTime: Double) -> PresenceConfiguration {

@@ -207,17 +207,23 @@ extension HeadcountConfiguration {
     }
 }
 
-/// Runs a live Headcount server for the body and hands it the base URL.
+/// Runs a live Headcount server for the body and hands it the base URL: once per stream shape (the NIO
+/// fast path and the Hummingbird route), since both must behave the same.
 func withServer(
     _ configuration: HeadcountConfiguration = .testing(),
+    shapes: [HeadcountConfiguration.StreamShape] = HeadcountConfiguration.StreamShape.allCases,
     _ body: @Sendable (String, HeadcountApp) async throws -> Void
 ) async throws {
-    var logger = Logger(label: "headcount-test")
-    logger.logLevel = configuration.logLevel
-    let app = try buildApplication(configuration, logger: logger)
-    try await app.application.test(.live) { client in
-        let base = "http://127.0.0.1:\(client.port!)"
-        try await body(base, app)
+    for shape in shapes {
+        var configuration = configuration
+        configuration.streamShape = shape
+        var logger = Logger(label: "headcount-test")
+        logger.logLevel = configuration.logLevel
+        let app = try buildApplication(configuration, logger: logger)
+        try await app.application.test(.live) { client in
+            let base = "http://127.0.0.1:\(client.port!)"
+            try await body(base, app)
+        }
     }
 }
 

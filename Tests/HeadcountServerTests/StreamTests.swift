@@ -33,7 +33,7 @@ struct StreamTests {
             try await a.waitForLatest(timeout: .seconds(1)) { $0.int("online") == 1 && $0.int("connections") == 1 }
             #expect(ContinuousClock.now - start < .seconds(1))
             a.close()
-            try await eventually("registry empty") { app.registry.subscriberCount == 0 && app.registry.roomCount == 0 }
+            try await eventually("registry empty") { app.openStreams == 0 && app.registry.subscriberCount == 0 && app.registry.roomCount == 0 }
         }
     }
 
@@ -251,9 +251,9 @@ struct StreamTests {
                 streams.append(LiveStream.open("\(base)/rooms/leak\(i % 4)/events?watch=1"))
             }
             streams.append(LiveStream.open("\(base)/events"))
-            try await eventually("all joined") { app.registry.subscriberCount == 81 }
+            try await eventually("all joined") { app.openStreams == 81 }
             for s in streams { s.close() }
-            try await eventually("all left") { app.registry.subscriberCount == 0 }
+            try await eventually("all left") { app.openStreams == 0 && app.registry.subscriberCount == 0 }
             try await eventually("graces expired, rooms collected") { app.registry.roomCount == 0 }
             let stats = try await TestHTTP.json("\(base)/api/stats")
             #expect(stats["online"] as? Int == 0)

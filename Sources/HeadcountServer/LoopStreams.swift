@@ -1,0 +1,139 @@
+import Synchronization
+import HeadcountCore
+import NIOCore
+
+/// The NIO streams of one event loop: one delivery group per subscription target, and one heartbeat
+/// timer for all of them. Touched only on its event loop (except `count`).
+final class LoopStreams: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    unowned let hub: StreamHub
+    private var groups: [SubscriptionTarget: LoopGroup] = [:]
+    private var streams: ContiguousArray<SSEStreamHandler> = []
+    private var heartbeatTask: RepeatedTask?
+    let count = Atomic<Int>(0)
+    let heartbeatRaw: ByteBuffer
+    let heartbeatChunked: ByteBuffer
+
+    init(eventLoop: any EventLoop, hub: StreamHub) {
+        self.eventLoop = eventLoop
+        self.hub = hub
+        self.heartbeatRaw = SSEEncoder.heartbeat()
+        self.heartbeatChunked = ChunkFraming.frame(heartbeatRaw)
+    }
+
+    /// The group of `target` on this loop, registering it with the registry as a watcher when new.
+    func group(for target: SubscriptionTarget) throws(JoinRefusal) -> LoopGroup {
+        eventLoop.preconditionInEventLoop()
+        if let g = groups[target] { return g }
+        let g = LoopGroup(target: target, loop: self)
+        g.subscription = try hub.registry.join(target, visitor: nil, sink: g)
+        groups[target] = g
+        return g
+    }
+
+    func add(_ stream: SSEStreamHandler) {
+        stream.loopIndex = streams.count
+        streams.append(stream)
+        count.add(1, ordering: .relaxed)
+        if heartbeatTask == nil {
+            let interval = TimeAmount.nanoseconds(Int64(hub.configuration.heartbeat.seconds * 1e9))
+            heartbeatTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak self] _ in
+                self?.heartbeat()
+            }
+        }
+    }
+
+    func remove(_ stream: SSEStreamHandler) {
+        let i = stream.loopIndex
+        guard i >= 0, i < streams.count, streams[i] === stream else { return }
+        let last = streams.removeLast()
+        if i < streams.count {
+            streams[i] = last
+            last.loopIndex = i
+        }
+        stream.loopIndex = -1
+        count.subtract(1, ordering: .relaxed)
+        if streams.isEmpty {
+            heartbeatTask?.cancel()
+            heartbeatTask = nil
+        }
+    }
+
+    func removeGroupIfEmpty(_ group: LoopGroup) {
+        guard group.members.isEmpty, groups[group.target] === group else { return }
+        groups.removeValue(forKey: group.target)
+        if let sub = group.subscription { hub.registry.leave(sub) }
+        group.subscription = nil
+    }
+
+    /// One timer per loop: a heartbeat to every stream that wrote nothing since the last one.
+    private func heartbeat() {
+        for stream in streams { stream.heartbeatTick(raw: heartbeatRaw, chunked: heartbeatChunked) }
+    }
+
+    var groupCount: Int { groups.count }
+}
+
+/// All streams of one target on one event loop. The registry sees the group as one watcher, so an event
+/// costs one hop per event loop, and the group writes the same bytes to each member on its loop.
+final class LoopGroup: EventSink, @unchecked Sendable {
+    let target: SubscriptionTarget
+    unowned let loop: LoopStreams
+    var members: ContiguousArray<SSEStreamHandler> = []
+    var subscription: Subscription?
+
+    init(target: SubscriptionTarget, loop: LoopStreams) {
+        self.target = target
+        self.loop = loop
+    }
+
+    func add(_ stream: SSEStreamHandler) {
+        stream.groupIndex = members.count
+        members.append(stream)
+    }
+
+    func remove(_ stream: SSEStreamHandler) {
+        let i = stream.groupIndex
+        guard i >= 0, i < members.count, members[i] === stream else { return }
+        let last = members.removeLast()
+        if i < members.count {
+            members[i] = last
+            last.groupIndex = i
+        }
+        stream.groupIndex = -1
+        loop.removeGroupIfEmpty(self)
+    }
+
+    // EventSink: called from any thread by the registry.
+    func deliver(_ buffer: ByteBuffer, version: UInt64) {
+        let chunked = ChunkFraming.frame(buffer)
+        loop.eventLoop.execute {
+            for member in self.members { member.send(raw: buffer, chunked: chunked, version: version) }
+        }
+    }
+
+    func heartbeat(_ buffer: ByteBuffer) {
+        // The loop's own timer sends heartbeats.
+    }
+
+    func close() {
+        loop.eventLoop.execute {
+            for member in self.members { member.closeForShutdown() }
+        }
+    }
+}
+
+/// HTTP/1.1 chunked framing, applied once per event and shared by every stream.
+enum ChunkFraming {
+    static func frame(_ payload: ByteBuffer) -> ByteBuffer {
+        let length = payload.readableBytes
+        let hex = String(length, radix: 16)
+        var out = ByteBufferAllocator().buffer(capacity: hex.utf8.count + 4 + length)
+        out.writeString(hex)
+        out.writeStaticString("\r\n")
+        out.writeImmutableBuffer(payload)
+        out.writeStaticString("\r\n")
+        return out
+    }
+    static let terminator: ByteBuffer = ByteBuffer(string: "0\r\n\r\n")
+}

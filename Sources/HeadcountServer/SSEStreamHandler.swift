@@ -1,0 +1,196 @@
+import Foundation
+import HeadcountCore
+import Logging
+import NIOCore
+
+/// One SSE stream served straight from a NIO channel handler: no task, no async writer, no per-stream
+/// timer. It writes the response head itself, then pre-encoded (and, for HTTP/1.1, pre-chunked) event
+/// bytes shared with every other stream. A stream that cannot take more bytes keeps only a reference to
+/// the newest event and writes it when the socket drains.
+final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let plan: SSEPlan
+    let chunked: Bool
+    let head: ByteBuffer
+    unowned let hub: StreamHub
+    var context: ChannelHandlerContext?
+    var subscription: Subscription?
+    var group: LoopGroup?
+    var loopStreams: LoopStreams?
+    var loopIndex = -1
+    var groupIndex = -1
+    var lastVersion: UInt64?
+    /// Newest event not yet written because the channel was not writable.
+    var pending: (raw: ByteBuffer, chunked: ByteBuffer)?
+    var wroteSinceHeartbeat = true
+    var closing = false
+
+    init(plan: SSEPlan, chunked: Bool, head: ByteBuffer, hub: StreamHub) {
+        self.plan = plan
+        self.chunked = chunked
+        self.head = head
+        self.hub = hub
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        context.write(NIOAny(head), promise: nil)
+        let loop = hub.streams(on: context.eventLoop)
+        do {
+            let group = try loop.group(for: plan.target)
+            do {
+                subscription = try hub.registry.join(plan.target, visitor: plan.visitor, initialTo: self)
+            } catch {
+                loop.removeGroupIfEmpty(group)
+                throw error
+            }
+            group.add(self)
+            loop.add(self)
+            self.group = group
+            self.loopStreams = loop
+        } catch {
+            hub.logger.info("stream refused after accept", metadata: ["headcount.reason": "\(error)"])
+            closeForShutdown()
+            return
+        }
+        context.flush()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        leave()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        leave()
+        context.fireChannelInactive()
+    }
+
+    /// Leaves the registry and the loop's groups; runs once, on every exit path.
+    private func leave() {
+        if let sub = subscription {
+            subscription = nil
+            hub.registry.leave(sub)
+        }
+        group?.remove(self)
+        group = nil
+        loopStreams?.remove(self)
+        loopStreams = nil
+        pending = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A stream's request is complete; anything more the client sends is ignored.
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            // The client closed its side: it is gone.
+            context.close(promise: nil)
+        } else if event is ChannelShouldQuiesceEvent {
+            closeForShutdown()
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let p = pending {
+            pending = nil
+            write(raw: p.raw, chunked: p.chunked)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Delivers an event on the loop: written at once, or kept as the newest pending one.
+    func send(raw: ByteBuffer, chunked framed: ByteBuffer, version: UInt64) {
+        guard context != nil, !closing else { return }
+        if let last = lastVersion, version <= last { return }
+        lastVersion = version
+        write(raw: raw, chunked: framed)
+    }
+
+    private func write(raw: ByteBuffer, chunked framed: ByteBuffer) {
+        guard let context else { return }
+        if context.channel.isWritable {
+            context.writeAndFlush(NIOAny(chunked ? framed : raw), promise: nil)
+            wroteSinceHeartbeat = true
+        } else {
+            pending = (raw, framed)
+        }
+    }
+
+    func heartbeatTick(raw: ByteBuffer, chunked framed: ByteBuffer) {
+        if !wroteSinceHeartbeat && pending == nil && !closing {
+            write(raw: raw, chunked: framed)
+        }
+        wroteSinceHeartbeat = false
+    }
+
+    /// Ends the response properly (last chunk) and closes.
+    func closeForShutdown() {
+        guard let context, !closing else { return }
+        closing = true
+        if chunked {
+            let channel = context.channel
+            context.writeAndFlush(NIOAny(ChunkFraming.terminator)).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: EventSink (the initial event, delivered by `join` on this loop)
+
+    func deliver(_ buffer: ByteBuffer, version: UInt64) {
+        let framed = ChunkFraming.frame(buffer)
+        if context?.eventLoop.inEventLoop == true {
+            send(raw: buffer, chunked: framed, version: version)
+        } else {
+            context?.eventLoop.execute { self.send(raw: buffer, chunked: framed, version: version) }
+        }
+    }
+
+    func heartbeat(_ buffer: ByteBuffer) {}
+
+    func close() {
+        if context?.eventLoop.inEventLoop == true {
+            closeForShutdown()
+        } else {
+            context?.eventLoop.execute { self.closeForShutdown() }
+        }
+    }
+
+    /// The response head, written by hand: the HTTP handlers are gone from the pipeline by then.
+    static func responseHead(plan: SSEPlan, chunked: Bool, origin: String?, cors: CORSPolicy, retryMilliseconds: Int) -> ByteBuffer {
+        var b = ByteBufferAllocator().buffer(capacity: 512)
+        b.writeString(chunked ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n")
+        b.writeString("Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\n")
+        for (name, value) in cors.fields(origin: origin) { b.writeString("\(name): \(value)\r\n") }
+        if let cookie = plan.setCookie { b.writeString("Set-Cookie: \(cookie)\r\n") }
+        b.writeString("Date: \(HTTPDate.now())\r\nServer: headcount\r\n")
+        b.writeString(chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "Connection: close\r\n\r\n")
+        let retry = SSEEncoder.retry(milliseconds: retryMilliseconds)
+        if chunked { b.writeImmutableBuffer(ChunkFraming.frame(retry)) } else { b.writeImmutableBuffer(retry) }
+        return b
+    }
+}
+
+enum HTTPDate {
+    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// The current time as an IMF-fixdate (`Wed, 25 Nov 2026 14:15:49 GMT`).
+    static func now() -> String {
+        var t = time(nil)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(days[Int(tm.tm_wday)]), \(two(tm.tm_mday)) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) \(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) GMT"
+    }
+}

@@ -1,0 +1,215 @@
+import HeadcountCore
+import Testing
+
+@Suite struct CoalescingTests {
+    @Test func theFirstChangeAfterAQuietPeriodGoesOutImmediately() throws {
+        let h = Harness(updateInterval: .milliseconds(100))
+        let (_, watcher) = try h.join("r", nil)
+        try h.join("r", .ephemeral("e1"))
+        #expect(watcher.eventCount == 2)
+        h.advance(.milliseconds(100))  // exactly one interval later, no tick
+        try h.join("r", .ephemeral("e2"))
+        #expect(watcher.eventCount == 3)
+        #expect(watcher.last?.parsed.online == 2)
+    }
+
+    @Test func changesInsideTheIntervalAreHeldAndOneTickDeliversTheLatest() throws {
+        let h = Harness(updateInterval: .milliseconds(100))
+        let (_, watcher) = try h.join("r", nil)
+        let (_, site) = try h.joinSite()
+        let (e1, _) = try h.join("r", .ephemeral("e1"))  // goes out at once
+        #expect(watcher.eventCount == 2)
+        #expect(site.eventCount == 2)
+
+        h.advanceAndTick(.milliseconds(10))
+        try h.join("r", .ephemeral("e2"))
+        h.advanceAndTick(.milliseconds(10))
+        try h.join("r", .identified("a"))
+        h.advanceAndTick(.milliseconds(10))
+        h.registry.leave(e1)
+        #expect(h.registry.hasPendingWork)
+        #expect(watcher.eventCount == 2, "held inside the interval")
+        #expect(site.eventCount == 2)
+
+        h.advanceAndTick(.milliseconds(69))  // 99 ms after the broadcast
+        #expect(watcher.eventCount == 2)
+        h.advanceAndTick(.milliseconds(1))   // 100 ms
+        #expect(watcher.eventCount == 3)
+        #expect(watcher.rawCount == 3, "its own first event, the immediate change, one coalesced change")
+        let last = try #require(watcher.last)
+        #expect(last.text == roomEventText(id: h.registry.counts(room: "r").version, room: "r", online: 2, connections: 2))
+        #expect(site.eventCount == 3)
+        #expect(site.last?.text == siteEventText(id: h.registry.siteCounts().version, online: 2, connections: 2, rooms: 1))
+
+        // Nothing more to send.
+        #expect(!h.registry.hasPendingWork)
+        let raw = watcher.rawCount
+        h.advanceAndTick(.seconds(1))
+        h.advanceAndTick(.seconds(1))
+        #expect(watcher.rawCount == raw)
+    }
+
+    @Test func aTickBeforeTheIntervalSendsNothing() throws {
+        let h = Harness(updateInterval: .milliseconds(250))
+        let (_, watcher) = try h.join("r", nil)
+        try h.join("r", .ephemeral("e1"))
+        try h.join("r", .ephemeral("e2"))
+        for _ in 0..<24 {
+            h.advanceAndTick(.milliseconds(10))
+            #expect(watcher.eventCount == 2)
+        }
+        h.advanceAndTick(.milliseconds(10))
+        #expect(watcher.eventCount == 3)
+        #expect(watcher.last?.parsed.online == 2)
+    }
+
+    @Test(arguments: [10, 100, 1_000])
+    func aStormOfJoinsInsideOneIntervalCostsExistingSubscribersOnlyTwoEvents(joins: Int) throws {
+        let h = Harness(updateInterval: .milliseconds(100))
+        let (_, early) = try h.join("r", .identified("early"))
+        let (_, watcher) = try h.join("r", nil)
+        let (_, legacy) = try h.join("r", nil, format: .legacy)
+        let (_, site) = try h.joinSite()
+        h.quiet()
+        for sink in [early, watcher, legacy, site] { sink.reset() }
+
+        var joiners: [TestSink] = []
+        for i in 0..<joins {
+            joiners.append(try h.join("r", .identified("v\(i)")).1)
+        }
+        h.advanceAndTick(.milliseconds(100))
+
+        for sink in [early, watcher, legacy, site] {
+            #expect(sink.rawCount == 2, "one immediate event and one coalesced event, not \(joins)")
+        }
+        #expect(early.last?.parsed.online == joins + 1)
+        #expect(legacy.last?.text == legacyEventText(online: joins + 1))
+        #expect(site.last?.parsed.online == joins + 1)
+        // Each joiner got its own counts at once and then the coalesced total.
+        for (i, joiner) in joiners.enumerated() {
+            #expect(joiner.events.first?.parsed.online == i + 2)
+            #expect(joiner.last?.parsed.online == joins + 1)
+            #expect(joiner.eventCount <= 2)
+        }
+    }
+
+    @Test func aStormSpreadOverASecondIsBoundedByTheInterval() throws {
+        let h = Harness(updateInterval: .milliseconds(100))
+        let (_, watcher) = try h.join("r", nil)
+        h.quiet()
+        watcher.reset()
+        var subs: [Subscription] = []
+        for i in 0..<1_000 {  // one join per millisecond, ticking every 10 ms, for one second
+            subs.append(try h.join("r", .ephemeral("e\(i)")).0)
+            h.advance(.milliseconds(1))
+            if i % 10 == 9 { h.tick() }
+        }
+        h.advanceAndTick(.milliseconds(100))
+        #expect(watcher.rawCount <= 12, "got \(watcher.rawCount) events for 1000 joins")
+        #expect(watcher.rawCount >= 10)
+        #expect(watcher.last?.parsed.online == 1_000)
+        for sub in subs { h.registry.leave(sub) }
+        h.advanceAndTick(.milliseconds(100))
+        #expect(watcher.last?.parsed.online == 0)
+        #expect(watcher.last?.parsed.connections == 0)
+    }
+
+    @Test func joinsAndLeavesInsideOneIntervalEndWithTheTrueCounts() throws {
+        let h = Harness(leaveGrace: .zero, updateInterval: .milliseconds(100))
+        let (_, watcher) = try h.join("r", nil)
+        let (first, _) = try h.join("r", .identified("x"))
+        var subs: [Subscription] = []
+        for i in 0..<50 { subs.append(try h.join("r", .identified("v\(i)")).0) }
+        for sub in subs { h.registry.leave(sub) }
+        h.registry.leave(first)
+        #expect(watcher.last?.parsed.online == 1, "only the immediate event so far")
+        h.advanceAndTick(.milliseconds(100))
+        #expect(watcher.last?.parsed.online == 0)
+        #expect(watcher.last?.parsed.connections == 0)
+        #expect(watcher.last?.version == h.registry.counts(room: "r").version)
+    }
+
+    @Test func coalescingIntervalRule() {
+        let base = PresenceConfiguration(updateInterval: .milliseconds(100), fanoutCostPerSubscriber: .nanoseconds(4_000), fanoutCoreShare: 0.5)
+        #expect(base.coalescingInterval(subscribers: 0) == .milliseconds(100))
+        #expect(base.coalescingInterval(subscribers: 1) == .milliseconds(100))
+        #expect(base.coalescingInterval(subscribers: 12_500) == .milliseconds(100))  // 50 ms of work ÷ 0.5
+        #expect(base.coalescingInterval(subscribers: 25_000) == .milliseconds(200))
+        #expect(base.coalescingInterval(subscribers: 100_000) == .milliseconds(800))
+        #expect(base.coalescingInterval(subscribers: 1_000_000) == .seconds(8))
+
+        let fullCore = PresenceConfiguration(updateInterval: .milliseconds(10), fanoutCostPerSubscriber: .microseconds(1), fanoutCoreShare: 1)
+        #expect(fullCore.coalescingInterval(subscribers: 5_000) == .milliseconds(10))
+        #expect(fullCore.coalescingInterval(subscribers: 20_000) == .milliseconds(20))
+
+        // A share above one is one core; zero or negative is treated as one core too.
+        for share in [2.0, 0.0, -1.0] {
+            let c = PresenceConfiguration(updateInterval: .milliseconds(10), fanoutCostPerSubscriber: .microseconds(1), fanoutCoreShare: share)
+            #expect(c.coalescingInterval(subscribers: 20_000) == .milliseconds(20), "share \(share)")
+        }
+
+        // A tenth of a core: ten times the work time.
+        let tenth = PresenceConfiguration(updateInterval: .milliseconds(10), fanoutCostPerSubscriber: .microseconds(1), fanoutCoreShare: 0.1)
+        #expect(tenth.coalescingInterval(subscribers: 1_000) == .milliseconds(10))
+        #expect(tenth.coalescingInterval(subscribers: 5_000) == .milliseconds(50))
+
+        // No cost: always the plain interval.
+        let free = PresenceConfiguration(updateInterval: .milliseconds(100), fanoutCostPerSubscriber: .zero)
+        #expect(free.coalescingInterval(subscribers: 10_000_000) == .milliseconds(100))
+    }
+
+    @Test func largeRoomsStretchTheirInterval() throws {
+        // 1 ms per subscriber on a full core: 300 subscribers → 300 ms between events.
+        let h = Harness(updateInterval: .milliseconds(100), fanoutCostPerSubscriber: .milliseconds(1), fanoutCoreShare: 1)
+        var watchers: [TestSink] = []
+        for _ in 0..<299 { watchers.append(try h.join("big", nil).1) }
+        try h.join("big", .ephemeral("first"))  // 300 subscribers now; broadcast at t0
+        let watcher = watchers[0]
+        let after = watcher.eventCount
+        h.advance(.milliseconds(150))
+        try h.join("big", .ephemeral("second"))  // 301 subscribers
+        h.advanceAndTick(.milliseconds(100))      // t0 + 250: a small room would have sent by now
+        #expect(watcher.eventCount == after)
+        h.advanceAndTick(.milliseconds(50))       // t0 + 300: still short of 301 ms
+        #expect(watcher.eventCount == after)
+        h.advanceAndTick(.milliseconds(1))        // t0 + 301
+        #expect(watcher.eventCount == after + 1)
+        #expect(watcher.last?.parsed.online == 2)
+
+        // A small room next to it keeps the plain interval.
+        let (_, small) = try h.join("small", nil)
+        try h.join("small", .ephemeral("x"))
+        h.advance(.milliseconds(10))
+        try h.join("small", .ephemeral("y"))
+        h.advanceAndTick(.milliseconds(90))
+        #expect(small.last?.parsed.online == 2)
+    }
+
+    @Test func siteTotalsAreCoalescedToo() throws {
+        let h = Harness(updateInterval: .milliseconds(100))
+        let (_, site) = try h.joinSite()
+        for i in 0..<20 { try h.join("room\(i)", .identified("v\(i)")) }
+        #expect(site.eventCount == 2)
+        #expect(site.last?.parsed.online == 1)
+        h.advanceAndTick(.milliseconds(100))
+        #expect(site.eventCount == 3)
+        #expect(site.last?.text == siteEventText(id: h.registry.siteCounts().version, online: 20, connections: 20, rooms: 20))
+    }
+
+    @Test func heldChangesOfSeveralRoomsAreFlushedByOneTick() throws {
+        let h = Harness(updateInterval: .milliseconds(100))
+        var watchers: [String: TestSink] = [:]
+        for name in ["a", "b", "c"] {
+            watchers[name] = try h.join(name, nil).1
+            try h.join(name, .ephemeral("\(name)-1"))
+            try h.join(name, .ephemeral("\(name)-2"))
+        }
+        for name in ["a", "b", "c"] { #expect(watchers[name]?.last?.parsed.online == 1) }
+        h.advanceAndTick(.milliseconds(100))
+        for name in ["a", "b", "c"] {
+            #expect(watchers[name]?.last?.parsed.online == 2)
+            #expect(watchers[name]?.last?.parsed.room == name)
+        }
+        #expect(!h.registry.hasPendingWork)
+    }
+}
