@@ -1,0 +1,1 @@
+// The SSE client code shared by bench, watch and doctor lives in this target.
