@@ -15,6 +15,13 @@ public protocol Backplane: AnyObject, Sendable {
     func mergeSite(local: SiteCounts) -> SiteCounts
     /// Names of rooms known anywhere in the cluster with their merged figures, for `/api/rooms`.
     func knownRooms(local: [RoomCounts]) -> [RoomCounts]
+    /// Whether the backplane currently reaches the rest of the cluster. A degraded node keeps serving
+    /// local counts (marked `partial`) and reports not ready.
+    var isDegraded: Bool { get }
+}
+
+extension Backplane {
+    public var isDegraded: Bool { false }
 }
 
 /// The local contribution of one room: what a cluster node shares with the others.

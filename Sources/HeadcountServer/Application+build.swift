@@ -32,7 +32,12 @@ public func buildApplication(
     logger: Logger,
     onReady: (@Sendable (Int) async -> Void)? = nil
 ) throws -> HeadcountApp {
-    let registry = PresenceRegistry(configuration: configuration.presence(startWallTime: Date().timeIntervalSince1970))
+    let presenceConfiguration = configuration.presence(startWallTime: Date().timeIntervalSince1970)
+    // MARK: cluster wiring (begin)
+    let backplane: any Backplane = LocalBackplane()
+    let extraServices: [any Service] = []
+    // MARK: cluster wiring (end)
+    let registry = PresenceRegistry(configuration: presenceConfiguration, backplane: backplane)
     let hub = StreamHub(registry: registry, configuration: configuration, logger: logger)
     let router = buildRouter(configuration, hub: hub)
     let presence = PresenceService(registry: registry, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
@@ -55,7 +60,7 @@ public func buildApplication(
         router: router,
         server: server,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "headcount"),
-        services: [presence],
+        services: extraServices + [presence],
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             logger.info("Headcount ready at http://\(configuration.host):\(port)/", metadata: ["headcount.port": "\(port)"])

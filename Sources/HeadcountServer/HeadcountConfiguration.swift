@@ -30,6 +30,16 @@ public struct HeadcountConfiguration: Sendable {
     /// Keep-alive HTTP connections idle this long are closed (streams are never idle-closed).
     public var idleTimeout: Duration = .seconds(75)
 
+    /// Cluster: PostgreSQL URL of the backplane; nil runs the embedded in-memory default.
+    public var postgresURL: String?
+    /// Cluster: lease of a node's registration; renewed every third of it.
+    public var nodeTTL: Duration = .seconds(10)
+    /// Cluster: rooms with up to this many visitors count distinct visitors exactly across nodes; above
+    /// it, nodes merge HyperLogLog sketches.
+    public var exactVisitors: Int = 1000
+    /// Cluster: how often a node re-reads every contribution from the tables (repairs lost notifications).
+    public var resyncInterval: Duration = .seconds(5)
+
     public init() {}
 
     public enum StreamShape: String, Sendable, CaseIterable {

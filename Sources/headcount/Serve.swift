@@ -35,6 +35,18 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-rooms"), help: "Most rooms in existence at once. [env: HEADCOUNT_MAX_ROOMS] (default: 100000)")
     var maxRooms: Int?
 
+    @Option(help: "PostgreSQL URL: join a cluster of nodes sharing counts. [env: HEADCOUNT_POSTGRES] (default: none, in-memory)")
+    var postgres: String?
+
+    @Option(name: .customLong("node-ttl"), help: "Cluster node lease in seconds. [env: HEADCOUNT_NODE_TTL] (default: 10)")
+    var nodeTTL: String?
+
+    @Option(name: .customLong("exact-visitors"), help: "Rooms up to this many visitors count exactly across nodes. [env: HEADCOUNT_EXACT_VISITORS] (default: 1000)")
+    var exactVisitors: Int?
+
+    @Option(name: .customLong("stream-shape"), help: "nio (default) or route: how SSE streams are served. [env: HEADCOUNT_STREAM_SHAPE]")
+    var streamShape: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: HEADCOUNT_LOG_LEVEL] (default: info)")
     var logLevel: String?
 
@@ -66,6 +78,13 @@ struct Serve: AsyncParsableCommand {
         c.retryMax = try env.duration(retryMax, "RETRY_MAX") ?? c.retryMax
         guard c.retryMax >= c.retryMin else { throw ValidationError("--retry-max must not be below --retry-min") }
         c.maxRooms = try env.int(maxRooms, "MAX_ROOMS", range: 1...10_000_000) ?? c.maxRooms
+        c.postgresURL = env.string(postgres, "POSTGRES")
+        c.nodeTTL = try env.duration(nodeTTL, "NODE_TTL", positive: true) ?? c.nodeTTL
+        c.exactVisitors = try env.int(exactVisitors, "EXACT_VISITORS", range: 0...1_000_000) ?? c.exactVisitors
+        if let shape = env.string(streamShape, "STREAM_SHAPE") {
+            guard let parsed = HeadcountConfiguration.StreamShape(rawValue: shape) else { throw ValidationError("--stream-shape must be nio or route") }
+            c.streamShape = parsed
+        }
         if let level = env.string(logLevel, "LOG_LEVEL") {
             guard let parsed = Logger.Level(rawValue: level.lowercased()) else { throw ValidationError("unknown log level \(level)") }
             c.logLevel = parsed
