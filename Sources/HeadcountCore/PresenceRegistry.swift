@@ -11,7 +11,7 @@ import Synchronization
 public final class PresenceRegistry: Sendable {
     public let configuration: PresenceConfiguration
     let time: any TimeSource
-    let backplane: any Backplane
+    public let backplane: any Backplane
     let state: Mutex<State>
     let start: ContinuousClock.Instant
     let heartbeatBuffer: ByteBuffer

@@ -40,7 +40,7 @@ public func buildApplication(
     let registry = PresenceRegistry(configuration: presenceConfiguration, backplane: backplane)
     let hub = StreamHub(registry: registry, configuration: configuration, logger: logger)
     let router = buildRouter(configuration, hub: hub)
-    let presence = PresenceService(registry: registry, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
+    let presence = PresenceService(registry: registry, history: hub.history, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
     let server: HTTPServerBuilder
     switch configuration.streamShape {
     case .route:
@@ -84,6 +84,7 @@ func buildRouter(_ configuration: HeadcountConfiguration, hub: StreamHub) -> Rou
     router.add(middleware: JSONErrorMiddleware())
     StreamController(hub: hub).addRoutes(to: router)
     APIController(registry: registry).addRoutes(to: router)
+    OpsController(hub: hub).addRoutes(to: router)
     WebAssets.load().addRoutes(to: router)
     return router
 }

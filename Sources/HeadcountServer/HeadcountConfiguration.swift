@@ -19,6 +19,8 @@ public struct HeadcountConfiguration: Sendable {
     public var retryMax: Duration = .seconds(6)
     /// Most rooms in existence at once.
     public var maxRooms: Int = 100_000
+    /// Rooms that keep an hour of history for `/api/history` (the site always does).
+    public var historyRooms: Int = 1000
     /// How often the registry driver runs (grace expiry, coalesced flushes).
     public var tickInterval: Duration = .milliseconds(10)
     public var logLevel: Logger.Level = .info

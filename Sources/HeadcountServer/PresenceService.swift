@@ -1,3 +1,4 @@
+import Foundation
 import HeadcountCore
 import Logging
 import ServiceLifecycle
@@ -6,6 +7,7 @@ import ServiceLifecycle
 /// every stream. No task or timer per subscriber.
 struct PresenceService: Service {
     let registry: PresenceRegistry
+    let history: HistoryStore
     let tickInterval: Duration
     let heartbeatInterval: Duration
     let logger: Logger
@@ -24,6 +26,14 @@ struct PresenceService: Service {
                     registry.heartbeat()
                 }
             }
+            group.addTask {
+                // One history sample a second, aligned to wall-clock seconds.
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    let now = Date().timeIntervalSince1970
+                    do { try await Task.sleep(for: .milliseconds(Int(max(1, (1 - now.truncatingRemainder(dividingBy: 1)) * 1000)))) } catch { break }
+                    sampleHistory()
+                }
+            }
             try? await gracefulShutdown()
             group.cancelAll()
         }
@@ -31,5 +41,14 @@ struct PresenceService: Service {
         if !open.isEmpty {
             logger.info("closed remaining streams at shutdown", metadata: ["headcount.streams": "\(open.count)"])
         }
+    }
+}
+
+extension PresenceService {
+    func sampleHistory() {
+        let second = Int64(Date().timeIntervalSince1970.rounded(.down))
+        let site = registry.siteCounts().online
+        let rooms = registry.busiestRooms(limit: history.maxRooms).map { ($0.room, $0.online) }
+        history.record(second: second, site: site, rooms: rooms)
     }
 }

@@ -11,6 +11,8 @@ final class StreamHub: Sendable {
     let configuration: HeadcountConfiguration
     let cors: CORSPolicy
     let logger: Logger
+    let history: HistoryStore
+    let startedAt = ContinuousClock.now
     private let loops = Mutex<[ObjectIdentifier: LoopStreams]>([:])
     /// Streams open in the route shape.
     let routeStreams = Atomic<Int>(0)
@@ -20,6 +22,7 @@ final class StreamHub: Sendable {
         self.configuration = configuration
         self.cors = CORSPolicy(allowOrigins: configuration.allowOrigins)
         self.logger = logger
+        self.history = HistoryStore(capacity: 3600, maxRooms: configuration.historyRooms)
     }
 
     /// The streams of `eventLoop`, created on first use. Call on that loop.
