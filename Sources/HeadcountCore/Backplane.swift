@@ -46,3 +46,9 @@ public final class LocalBackplane: Backplane {
     public func mergeSite(local: SiteCounts) -> SiteCounts { local }
     public func knownRooms(local: [RoomCounts]) -> [RoomCounts] { local }
 }
+
+/// Observes the registry's fan-outs, for metrics. Called outside the registry's lock.
+public protocol RegistryObserver: Sendable {
+    /// One fan-out handed events to `subscribers` sinks in `duration`.
+    func fanout(subscribers: Int, duration: Duration)
+}

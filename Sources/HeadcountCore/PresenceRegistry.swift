@@ -16,7 +16,15 @@ public final class PresenceRegistry: Sendable {
     let start: ContinuousClock.Instant
     let heartbeatBuffer: ByteBuffer
 
-    public init(configuration: PresenceConfiguration = .init(), time: any TimeSource = SystemTimeSource(), backplane: any Backplane = LocalBackplane()) {
+    let observer: (any RegistryObserver)?
+
+    public init(
+        configuration: PresenceConfiguration = .init(),
+        time: any TimeSource = SystemTimeSource(),
+        backplane: any Backplane = LocalBackplane(),
+        observer: (any RegistryObserver)? = nil
+    ) {
+        self.observer = observer
         self.configuration = configuration
         self.time = time
         self.backplane = backplane
@@ -252,6 +260,9 @@ public final class PresenceRegistry: Sendable {
     /// Number of rooms in existence (with a subscriber or a visitor in grace).
     public var roomCount: Int { state.withLock { $0.rooms.count } }
 
+    /// Changes absorbed into an already scheduled flush (each one an event not sent), since start.
+    public var coalescedChanges: Int { state.withLock { $0.coalescedChanges } }
+
     /// Number of subscribers of every kind.
     public var subscriberCount: Int { state.withLock { $0.subscriberCount } }
 
@@ -271,7 +282,13 @@ public final class PresenceRegistry: Sendable {
                 }
             }
         }
+        let started = observer == nil ? nil : ContinuousClock.now
+        var delivered = 0
+        defer {
+            if let started, let observer, delivered > 0 { observer.fanout(subscribers: delivered, duration: ContinuousClock.now - started) }
+        }
         for fanout in work.rooms {
+            delivered += fanout.roomSubscribers.count + fanout.legacySubscribers.count
             if let local = fanout.localState { backplane.publish(room: local.room, local: local) }
             let counts = backplane.merge(room: fanout.counts.room, local: fanout.counts)
             if !fanout.roomSubscribers.isEmpty {
@@ -284,6 +301,7 @@ public final class PresenceRegistry: Sendable {
             }
         }
         if let site = work.site {
+            delivered += site.subscribers.count
             let counts = backplane.mergeSite(local: site.counts)
             let buffer = SSEEncoder.siteEvent(counts)
             for sub in site.subscribers { sub.sink?.deliver(buffer, version: counts.version) }

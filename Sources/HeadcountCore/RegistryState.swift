@@ -107,6 +107,7 @@ struct State {
     var subscriberCount = 0
     var shuttingDown = false
     var publishLocalState = false
+    var coalescedChanges = 0
 
     init(sequence: UInt64) {
         self.sequence = sequence
@@ -185,7 +186,10 @@ struct State {
         let online = rooms[name]!.visitors.count
         if online > rooms[name]!.peak { rooms[name]!.peak = online }
         if localChange { siteChanged(now: now, configuration: configuration, work: &work) }
-        if rooms[name]!.dirty { return }
+        if rooms[name]!.dirty {
+            coalescedChanges += 1
+            return
+        }
         let interval = configuration.coalescingInterval(subscribers: rooms[name]!.subscriberTotal)
         if let last = rooms[name]!.lastBroadcast, now - last < interval {
             rooms[name]!.dirty = true
@@ -197,7 +201,10 @@ struct State {
 
     mutating func siteChanged(now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work) {
         siteVersion = nextVersion()
-        if siteDirty { return }
+        if siteDirty {
+            coalescedChanges += 1
+            return
+        }
         let interval = configuration.coalescingInterval(subscribers: siteSubscribers.count)
         if let last = siteLastBroadcast, now - last < interval {
             siteDirty = true

@@ -9,11 +9,18 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     public let status: HTTPResponse.Status
     public let message: String
     public var headers: HTTPFields
+    /// The `headcount_requests_rejected_total` label; derived from the status when nil.
+    var reason: RejectReason?
 
     public init(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) {
         self.status = status
         self.message = message
         self.headers = headers
+    }
+
+    init(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:], reason: RejectReason) {
+        self.init(status, message, headers: headers)
+        self.reason = reason
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
@@ -31,6 +38,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
 
 /// Turns every error into a JSON error body and logs it: 4xx at info, 5xx at error.
 struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: HeadcountMetrics
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
@@ -38,11 +47,13 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let status: HTTPResponse.Status
             let message: String
             var headers: HTTPFields = [:]
+            var reason: RejectReason?
             switch error {
             case let e as APIError:
                 status = e.status
                 message = e.message
                 headers = e.headers
+                reason = e.reason
             case let e as HTTPError:
                 status = e.status
                 message = e.body ?? (e.status == .notFound ? "no such route: \(request.method) \(request.uri.path)" : e.status.reasonPhrase)
@@ -51,7 +62,8 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 status = .internalServerError
                 message = "internal error"
             }
-            let level: Logger.Level = status.code >= 500 ? .error : .info
+            metrics.rejected(reason ?? RejectReason(status: status))
+            let level: Logger.Level = status.code >= 500 && status != .serviceUnavailable ? .error : .info
             context.logger.log(
                 level: level,
                 "request rejected",
@@ -141,5 +153,20 @@ extension Response {
             headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
             body: .init(byteBuffer: ByteBuffer(string: value.serialized))
         )
+    }
+}
+
+extension RejectReason {
+    init(status: HTTPResponse.Status) {
+        switch status.code {
+        case 400: self = .badRequest
+        case 401: self = .unauthorized
+        case 403: self = .forbidden
+        case 404: self = .notFound
+        case 414: self = .uriTooLong
+        case 429: self = .tooManyStreamsPerIP
+        case 431: self = .headerTooLarge
+        default: self = .other
+        }
     }
 }

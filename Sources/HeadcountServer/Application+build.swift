@@ -37,8 +37,9 @@ public func buildApplication(
     let backplane: any Backplane = LocalBackplane()
     let extraServices: [any Service] = []
     // MARK: cluster wiring (end)
-    let registry = PresenceRegistry(configuration: presenceConfiguration, backplane: backplane)
-    let hub = StreamHub(registry: registry, configuration: configuration, logger: logger)
+    let metrics = HeadcountMetrics()
+    let registry = PresenceRegistry(configuration: presenceConfiguration, backplane: backplane, observer: metrics)
+    let hub = StreamHub(registry: registry, configuration: configuration, metrics: metrics, logger: logger)
     let router = buildRouter(configuration, hub: hub)
     let presence = PresenceService(registry: registry, history: hub.history, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
     let server: HTTPServerBuilder
@@ -81,10 +82,17 @@ func buildRouter(_ configuration: HeadcountConfiguration, hub: StreamHub) -> Rou
     let router = Router(context: HeadcountRequestContext.self)
     // Middleware wraps only routes added after it: add it first.
     router.add(middleware: HeadcountCORSMiddleware(allowOrigins: configuration.allowOrigins))
-    router.add(middleware: JSONErrorMiddleware())
+    router.add(middleware: JSONErrorMiddleware(metrics: hub.metrics))
     StreamController(hub: hub).addRoutes(to: router)
     APIController(registry: registry).addRoutes(to: router)
     OpsController(hub: hub).addRoutes(to: router)
+    router.get("/metrics") { _, _ in
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: hub.metrics.render(registry: registry, openStreams: hub.streamCount, uptimeSeconds: (ContinuousClock.now - hub.startedAt).seconds))
+        )
+    }
     WebAssets.load().addRoutes(to: router)
     return router
 }

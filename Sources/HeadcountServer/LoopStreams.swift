@@ -1,4 +1,5 @@
 import Synchronization
+import CoreMetrics
 import HeadcountCore
 import NIOCore
 
@@ -68,7 +69,9 @@ final class LoopStreams: @unchecked Sendable {
 
     /// One timer per loop: a heartbeat to every stream that wrote nothing since the last one.
     private func heartbeat() {
-        for stream in streams { stream.heartbeatTick(raw: heartbeatRaw, chunked: heartbeatChunked) }
+        var sent = 0
+        for stream in streams where stream.heartbeatTick(raw: heartbeatRaw, chunked: heartbeatChunked) { sent += 1 }
+        if sent > 0 { hub.metrics.heartbeats.increment(by: Int64(sent)) }
     }
 
     var groupCount: Int { groups.count }
@@ -107,8 +110,13 @@ final class LoopGroup: EventSink, @unchecked Sendable {
     // EventSink: called from any thread by the registry.
     func deliver(_ buffer: ByteBuffer, version: UInt64) {
         let chunked = ChunkFraming.frame(buffer)
+        let enqueued = NIODeadline.now()
         loop.eventLoop.execute {
-            for member in self.members { member.send(raw: buffer, chunked: chunked, version: version) }
+            var sent = 0
+            for member in self.members where member.send(raw: buffer, chunked: chunked, version: version) { sent += 1 }
+            let metrics = self.loop.hub.metrics
+            metrics.sent(events: sent, bytes: chunked.readableBytes)
+            metrics.loopFanoutDuration.recordNanoseconds((NIODeadline.now() - enqueued).nanoseconds)
         }
     }
 

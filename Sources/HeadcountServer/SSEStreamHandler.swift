@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import HeadcountCore
 import Logging
@@ -26,6 +27,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     var pending: (raw: ByteBuffer, chunked: ByteBuffer)?
     var wroteSinceHeartbeat = true
     var closing = false
+    var leaveReason = LeaveReason.closed
 
     init(plan: SSEPlan, chunked: Bool, head: ByteBuffer, hub: StreamHub) {
         self.plan = plan
@@ -46,6 +48,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
                 loop.removeGroupIfEmpty(group)
                 throw error
             }
+            if plan.visitor != nil { hub.metrics.joins.increment() }
             group.add(self)
             loop.add(self)
             self.group = group
@@ -73,6 +76,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         if let sub = subscription {
             subscription = nil
             hub.registry.leave(sub)
+            hub.metrics.left(leaveReason)
         }
         group?.remove(self)
         group = nil
@@ -90,6 +94,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
             // The client closed its side: it is gone.
             context.close(promise: nil)
         } else if event is ChannelShouldQuiesceEvent {
+            leaveReason = .shutdown
             closeForShutdown()
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -97,6 +102,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !closing { leaveReason = LeaveReason(error) }
         context.close(promise: nil)
     }
 
@@ -108,12 +114,15 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         context.fireChannelWritabilityChanged()
     }
 
-    /// Delivers an event on the loop: written at once, or kept as the newest pending one.
-    func send(raw: ByteBuffer, chunked framed: ByteBuffer, version: UInt64) {
-        guard context != nil, !closing else { return }
-        if let last = lastVersion, version <= last { return }
+    /// Delivers an event on the loop: written at once, or kept as the newest pending one. Returns
+    /// whether the event was taken (not a duplicate or stale one).
+    @discardableResult
+    func send(raw: ByteBuffer, chunked framed: ByteBuffer, version: UInt64) -> Bool {
+        guard context != nil, !closing else { return false }
+        if let last = lastVersion, version <= last { return false }
         lastVersion = version
         write(raw: raw, chunked: framed)
+        return true
     }
 
     private func write(raw: ByteBuffer, chunked framed: ByteBuffer) {
@@ -126,11 +135,14 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         }
     }
 
-    func heartbeatTick(raw: ByteBuffer, chunked framed: ByteBuffer) {
+    /// Called by the loop's timer; returns whether a heartbeat was written.
+    func heartbeatTick(raw: ByteBuffer, chunked framed: ByteBuffer) -> Bool {
+        defer { wroteSinceHeartbeat = false }
         if !wroteSinceHeartbeat && pending == nil && !closing {
             write(raw: raw, chunked: framed)
+            return true
         }
-        wroteSinceHeartbeat = false
+        return false
     }
 
     /// Ends the response properly (last chunk) and closes.
@@ -150,9 +162,11 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     func deliver(_ buffer: ByteBuffer, version: UInt64) {
         let framed = ChunkFraming.frame(buffer)
         if context?.eventLoop.inEventLoop == true {
-            send(raw: buffer, chunked: framed, version: version)
+            if send(raw: buffer, chunked: framed, version: version) { hub.metrics.sent(events: 1, bytes: framed.readableBytes) }
         } else {
-            context?.eventLoop.execute { self.send(raw: buffer, chunked: framed, version: version) }
+            context?.eventLoop.execute {
+                if self.send(raw: buffer, chunked: framed, version: version) { self.hub.metrics.sent(events: 1, bytes: framed.readableBytes) }
+            }
         }
     }
 
@@ -160,9 +174,13 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
 
     func close() {
         if context?.eventLoop.inEventLoop == true {
+            leaveReason = .shutdown
             closeForShutdown()
         } else {
-            context?.eventLoop.execute { self.closeForShutdown() }
+            context?.eventLoop.execute {
+                self.leaveReason = .shutdown
+                self.closeForShutdown()
+            }
         }
     }
 
@@ -192,5 +210,23 @@ enum HTTPDate {
         gmtime_r(&t, &tm)
         func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
         return "\(days[Int(tm.tm_wday)]), \(two(tm.tm_mday)) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) \(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) GMT"
+    }
+}
+
+extension LeaveReason {
+    /// Classifies the error that ended a stream: a reset is the client leaving, a timeout is a peer that
+    /// vanished (TCP_USER_TIMEOUT or keepalive gave up), anything else a failed write.
+    init(_ error: any Error) {
+        if let io = error as? IOError {
+            switch io.errnoCode {
+            case ECONNRESET, EPIPE: self = .closed
+            case ETIMEDOUT, EHOSTUNREACH: self = .deadPeer
+            default: self = .writeFailure
+            }
+        } else if let channelError = error as? ChannelError, channelError == .eof || channelError == .alreadyClosed {
+            self = .closed
+        } else {
+            self = .writeFailure
+        }
     }
 }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import HTTPTypes
 import HeadcountCore
 import Hummingbird
@@ -37,9 +38,9 @@ struct StreamController {
     func open(request: Request, context: HeadcountRequestContext, plan: SSEPlan) throws -> Response {
         let target = plan.target
         let visitor = plan.visitor
-        if registry.isShuttingDown { throw APIError(.serviceUnavailable, "server is shutting down", headers: [.retryAfter: "2"]) }
+        if registry.isShuttingDown { throw APIError(.serviceUnavailable, "server is shutting down", headers: [.retryAfter: "2"], reason: .shuttingDown) }
         if case .room(let name, _) = target, !registry.canJoin(room: name) {
-            throw APIError(.serviceUnavailable, "too many rooms", headers: [.retryAfter: "5"])
+            throw APIError(.serviceUnavailable, "too many rooms", headers: [.retryAfter: "5"], reason: .tooManyRooms)
         }
         let headers = SSERoutes.headers(setCookie: plan.setCookie)
         let retry = SSEEncoder.retry(milliseconds: hub.randomRetryMilliseconds())
@@ -60,9 +61,12 @@ struct StreamController {
                     return
                 }
                 hub.routeStreams.add(1, ordering: .relaxed)
+                if visitor != nil { hub.metrics.joins.increment() }
+                var reason = LeaveReason.writeFailure
                 defer {
                     registry.leave(subscription)
                     hub.routeStreams.subtract(1, ordering: .relaxed)
+                    if visitor != nil { hub.metrics.left(reason) }
                 }
                 try await withGracefulShutdownHandler {
                     try await request.body.consumeWithInboundCloseHandler { _ in
@@ -70,12 +74,14 @@ struct StreamController {
                             try await writer.write(retry)
                             while let bytes = await sink.next() {
                                 try await writer.write(bytes)
+                                hub.metrics.sent(events: 1, bytes: bytes.readableBytes)
                             }
+                            reason = sink.closeReason
                         } onCancel: {
-                            sink.close()
+                            sink.close(reason: .closed)
                         }
                     } onInboundClosed: {
-                        sink.close()
+                        sink.close(reason: .closed)
                     }
                 } onGracefulShutdown: {
                     sink.close()

@@ -12,12 +12,14 @@ final class StreamHub: Sendable {
     let cors: CORSPolicy
     let logger: Logger
     let history: HistoryStore
+    let metrics: HeadcountMetrics
     let startedAt = ContinuousClock.now
     private let loops = Mutex<[ObjectIdentifier: LoopStreams]>([:])
     /// Streams open in the route shape.
     let routeStreams = Atomic<Int>(0)
 
-    init(registry: PresenceRegistry, configuration: HeadcountConfiguration, logger: Logger) {
+    init(registry: PresenceRegistry, configuration: HeadcountConfiguration, metrics: HeadcountMetrics, logger: Logger) {
+        self.metrics = metrics
         self.registry = registry
         self.configuration = configuration
         self.cors = CORSPolicy(allowOrigins: configuration.allowOrigins)

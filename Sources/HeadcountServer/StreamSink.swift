@@ -10,6 +10,7 @@ final class StreamSink: EventSink {
         var heartbeatPending: ByteBuffer?
         var lastVersion: UInt64?
         var closed = false
+        var closeReason = LeaveReason.closed
         var waiter: CheckedContinuation<ByteBuffer?, Never>?
     }
     private let state = Mutex(State())
@@ -43,8 +44,12 @@ final class StreamSink: EventSink {
         }
     }
 
-    func close() {
+    func close() { close(reason: .shutdown) }
+
+    /// Ends the stream; the first reason given is the one reported.
+    func close(reason: LeaveReason) {
         state.withLock { s in
+            if !s.closed { s.closeReason = reason }
             s.closed = true
             s.pending = nil
             s.heartbeatPending = nil
@@ -56,6 +61,7 @@ final class StreamSink: EventSink {
     }
 
     var isClosed: Bool { state.withLock { $0.closed } }
+    var closeReason: LeaveReason { state.withLock { $0.closeReason } }
 
     /// The next bytes to write, or nil once the sink is closed.
     func next() async -> ByteBuffer? {
