@@ -5,22 +5,32 @@ import Hummingbird
 /// JSON snapshots: `/api/rooms/{room}`, `/api/rooms`, `/api/stats`.
 struct APIController {
     let registry: PresenceRegistry
+    let policy: AccessPolicy
 
     static let defaultRoomLimit = 20
     static let maxRoomLimit = 1000
 
     func addRoutes(to router: Router<HeadcountRequestContext>) {
-        router.get("/api/rooms/:room") { _, context in
+        router.get("/api/rooms/:room") { request, context in
             let room = try StreamController.room(from: context)
+            // A private room's figures need its join token (or the admin token).
+            if policy.isPrivate(room), !(policy.adminToken != nil && policy.isAdmin(request.headers[.authorization])) {
+                _ = try policy.authorize(room: room, token: request.uri.queryParameters["token"].map(String.init))
+            }
             return Response.json(Self.roomJSON(registry.counts(room: room)))
         }
         router.get("/api/rooms") { request, _ in
+            try policy.requireAdmin(request.headers[.authorization])
             let limit = try Self.limit(request)
-            let rooms = registry.busiestRooms(limit: limit)
+            // Without an admin token, private rooms are left out of the public listing.
+            let hidePrivate = policy.adminToken == nil
+            var rooms = registry.busiestRooms(limit: hidePrivate ? Self.maxRoomLimit : limit)
+            if hidePrivate { rooms = Array(rooms.filter { !policy.isPrivate($0.room) }.prefix(limit)) }
             return Response.json(.object(["rooms": .array(rooms.map { Self.roomJSON($0, peak: true) })]))
         }
-        router.get("/api/stats") { _, _ in
-            Response.json(Self.statsJSON(registry.stats()))
+        router.get("/api/stats") { request, _ in
+            try policy.requireAdmin(request.headers[.authorization])
+            return Response.json(Self.statsJSON(registry.stats()))
         }
     }
 

@@ -170,3 +170,13 @@ extension RejectReason {
         }
     }
 }
+
+/// URLs over 2 KB get 414.
+struct URILengthMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.uri.string.utf8.count > AccessPolicy.maxURLBytes {
+            throw APIError(.uriTooLong, "URL is longer than \(AccessPolicy.maxURLBytes) bytes", reason: .uriTooLong)
+        }
+        return try await next(request, context)
+    }
+}

@@ -1,5 +1,6 @@
 import Foundation
 public import HeadcountCore
+import HeadcountCluster
 public import Hummingbird
 import HummingbirdCore
 public import Logging
@@ -44,16 +45,19 @@ public func buildApplication(
     let presence = PresenceService(registry: registry, history: hub.history, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
     let server: HTTPServerBuilder
     switch configuration.streamShape {
-    case .route:
-        server = .http1(configuration: .init(idleTimeout: configuration.idleTimeout.timeAmount))
-    case .nio:
+    case .route, .nio:
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderListSize = AccessPolicy.maxHeaderBytes
+        limits.maxHeaderFieldSize = AccessPolicy.maxHeaderBytes
+        let decoderLimits = limits
         server = HTTPServerBuilder { responder in
             HeadcountHTTP1Channel(
                 responder: responder,
                 hub: hub,
-                decoderLimits: .init(),
+                decoderLimits: decoderLimits,
                 firstRequestTimeout: configuration.firstRequestTimeout.timeAmount,
-                idleTimeout: configuration.idleTimeout
+                idleTimeout: configuration.idleTimeout,
+                fastPath: configuration.streamShape == .nio
             )
         }
     }
@@ -83,8 +87,9 @@ func buildRouter(_ configuration: HeadcountConfiguration, hub: StreamHub) -> Rou
     // Middleware wraps only routes added after it: add it first.
     router.add(middleware: HeadcountCORSMiddleware(allowOrigins: configuration.allowOrigins))
     router.add(middleware: JSONErrorMiddleware(metrics: hub.metrics))
+    router.add(middleware: URILengthMiddleware())
     StreamController(hub: hub).addRoutes(to: router)
-    APIController(registry: registry).addRoutes(to: router)
+    APIController(registry: registry, policy: hub.policy).addRoutes(to: router)
     OpsController(hub: hub).addRoutes(to: router)
     router.get("/metrics") { _, _ in
         Response(

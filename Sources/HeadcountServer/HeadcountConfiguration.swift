@@ -19,6 +19,24 @@ public struct HeadcountConfiguration: Sendable {
     public var retryMax: Duration = .seconds(6)
     /// Most rooms in existence at once.
     public var maxRooms: Int = 100_000
+    /// Most streams one client address may hold (429 past it).
+    public var maxStreamsPerIP: Int = 16
+    /// Most streams the server holds (503 past it).
+    public var maxStreams: Int = 100_000
+    /// Proxies whose `X-Forwarded-For` names the client (addresses or CIDRs).
+    public var trustedProxies: [String] = []
+    /// A peer that stops acknowledging (no FIN or RST) is dropped after this (TCP keepalive + TCP_USER_TIMEOUT).
+    public var deadPeerTimeout: Duration = .seconds(30)
+    /// A stream that makes no write progress this long is dropped (slow or frozen reader).
+    public var writeTimeout: Duration = .seconds(30)
+    /// On shutdown, streams close spread over this window.
+    public var drain: Duration = .seconds(5)
+    /// Secret of signed join tokens (HMAC-SHA256).
+    public var secret: String?
+    /// Globs of rooms that accept only valid join tokens.
+    public var privateRooms: [String] = []
+    /// Bearer token that `/api/rooms`, `/api/stats` and `/api/history` require when set.
+    public var adminToken: String?
     /// Rooms that keep an hour of history for `/api/history` (the site always does).
     public var historyRooms: Int = 1000
     /// How often the registry driver runs (grace expiry, coalesced flushes).
@@ -60,3 +78,12 @@ public struct HeadcountConfiguration: Sendable {
         )
     }
 }
+
+extension HeadcountConfiguration {
+    /// Whether `text` is an IP address or CIDR accepted by `--trusted-proxy`.
+    public static func isValidProxy(_ text: String) -> Bool { IPRange(text) != nil }
+}
+
+/// Name checks re-exported for the command line.
+public func roomProblem(_ name: String) -> String? { Names.roomProblem(name) }
+public func visitorProblem(_ id: String) -> String? { Names.visitorProblem(id) }

@@ -1,3 +1,4 @@
+import Glibc
 import HTTPTypes
 import HeadcountCore
 import HummingbirdCore
@@ -35,15 +36,18 @@ struct HeadcountHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
     let firstRequestTimeout: TimeAmount
     /// Idle time after which a keep-alive HTTP connection is closed.
     let idleTimeout: Duration?
+    /// Serve SSE streams from NIO handlers (false: every request goes to Hummingbird, the route shape).
+    let fastPath: Bool
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            DeadPeerDetection.configure(channel, timeout: hub.configuration.deadPeerTimeout)
             let sync = channel.pipeline.syncOperations
             let encoder = HTTPResponseEncoder(configuration: .init())
             let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits))
             let codec = HTTP1ToHTTPServerCodec(secure: false)
             let promise = channel.eventLoop.makePromise(of: ConnectionMode.self)
-            let entry = HTTPEntryHandler(hub: hub, mode: promise, httpHandlers: [encoder, decoder, codec], firstRequestTimeout: firstRequestTimeout)
+            let entry = HTTPEntryHandler(hub: hub, mode: promise, httpHandlers: [encoder, decoder, codec], firstRequestTimeout: firstRequestTimeout, fastPath: fastPath)
             try sync.addHandler(encoder)
             try sync.addHandler(decoder)
             try sync.addHandler(entry)
@@ -80,6 +84,7 @@ struct HeadcountHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
 final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
 
     enum State {
         case waitingForHead
@@ -93,11 +98,15 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
     let mode: EventLoopPromise<ConnectionMode>
     let httpHandlers: [any RemovableChannelHandler]
     let firstRequestTimeout: TimeAmount
+    let fastPath: Bool
     var state = State.waitingForHead
+    /// Client address of a stream accepted by the fast path (its slot is released when the stream ends).
+    var clientIP: String?
     var context: ChannelHandlerContext?
     var timeout: Scheduled<Void>?
 
-    init(hub: StreamHub, mode: EventLoopPromise<ConnectionMode>, httpHandlers: [any RemovableChannelHandler], firstRequestTimeout: TimeAmount) {
+    init(hub: StreamHub, mode: EventLoopPromise<ConnectionMode>, httpHandlers: [any RemovableChannelHandler], firstRequestTimeout: TimeAmount, fastPath: Bool) {
+        self.fastPath = fastPath
         self.hub = hub
         self.mode = mode
         self.httpHandlers = httpHandlers
@@ -113,6 +122,10 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        if let ip = clientIP {
+            hub.policy.release(ip: ip)
+            clientIP = nil
+        }
         timeout?.cancel()
         self.context = nil
         mode.fail(ChannelError.ioOnClosedChannel)
@@ -138,7 +151,7 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .waitingForHead:
             timeout?.cancel()
             timeout = nil
-            guard case .head(let head) = unwrapInboundIn(data), let plan = acceptableStream(head) else {
+            guard fastPath, case .head(let head) = unwrapInboundIn(data), let plan = acceptableStream(head, context: context) else {
                 state = .buffering([data])
                 mode.succeed(.http)
                 return
@@ -173,10 +186,10 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// The plan of an SSE request that the fast path can serve; nil sends the request to Hummingbird (which
     /// also answers bad input and refusals with the same JSON errors as ever).
-    private func acceptableStream(_ head: HTTPRequestHead) -> SSEPlan? {
-        guard head.method == .GET, head.version.major == 1 else { return nil }
+    private func acceptableStream(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> SSEPlan? {
+        guard head.method == .GET, head.version.major == 1, head.uri.utf8.count <= AccessPolicy.maxURLBytes else { return nil }
         let cookie = head.headers["cookie"].isEmpty ? nil : head.headers["cookie"].joined(separator: "; ")
-        guard let plan = try? SSERoutes.plan(isGet: true, uri: URI(head.uri), cookieHeader: cookie) else { return nil }
+        guard let plan = try? SSERoutes.plan(isGet: true, uri: URI(head.uri), cookieHeader: cookie, policy: hub.policy) else { return nil }
         let registry = hub.registry
         switch plan.target {
         case .room(let name, _):
@@ -184,7 +197,39 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .site:
             if registry.isShuttingDown { return nil }
         }
+        let forwarded = head.headers["x-forwarded-for"].isEmpty ? nil : head.headers["x-forwarded-for"].joined(separator: ", ")
+        let ip = hub.policy.clientAddress(peer: context.channel.remoteAddress, forwardedFor: forwarded)
+        do {
+            try hub.policy.acquire(ip: ip)
+        } catch {
+            return nil  // Hummingbird answers the 429 or 503.
+        }
+        clientIP = ip
         return plan
+    }
+
+    /// An oversized head gets 431, any other malformed request 400, as JSON; then the connection closes.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        let (status, message, reason): (HTTPResponseStatus, String, RejectReason) =
+            parserError == .headerOverflow
+            ? (.requestHeaderFieldsTooLarge, "request head is larger than \(AccessPolicy.maxHeaderBytes) bytes", .headerTooLarge)
+            : (.badRequest, "malformed HTTP request", .badRequest)
+        hub.metrics.rejected(reason)
+        hub.logger.info("request rejected", metadata: ["headcount.status": "\(status.code)", "headcount.reason": "\(message)"])
+        let body = ByteBuffer(string: JSON.object(["error": .string(message)]).serialized)
+        var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Connection", "close")])
+        headers.add(name: "Content-Length", value: "\(body.readableBytes)")
+        state = .done
+        timeout?.cancel()
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        mode.fail(ChannelError.ioOnClosedChannel)
     }
 
     private func becomeStream(context: ChannelHandlerContext, plan: SSEPlan, head: HTTPRequestHead) {
@@ -198,7 +243,8 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
             cors: hub.cors,
             retryMilliseconds: hub.randomRetryMilliseconds()
         )
-        let stream = SSEStreamHandler(plan: plan, chunked: chunked, head: response, hub: hub)
+        let stream = SSEStreamHandler(plan: plan, chunked: chunked, head: response, hub: hub, clientIP: clientIP)
+        clientIP = nil
         let pipeline = context.pipeline.syncOperations
         do {
             for handler in httpHandlers { pipeline.removeHandler(handler, promise: nil) }
@@ -206,7 +252,30 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
             try pipeline.addHandler(stream)
             mode.succeed(.stream)
         } catch {
+            if let ip = stream.clientIP { hub.policy.release(ip: ip) }
+            stream.clientIP = nil
             context.close(promise: nil)
         }
+    }
+}
+
+/// TCP keepalive and TCP_USER_TIMEOUT on accepted sockets: a peer that vanished without FIN or RST (cable
+/// pulled, laptop lid, phone out of coverage) is noticed within `timeout`. Heartbeat writes make
+/// TCP_USER_TIMEOUT fire on streams; keepalive probes cover connections with nothing to send.
+enum DeadPeerDetection {
+    static func configure(_ channel: any Channel, timeout: Duration) {
+        guard timeout > .zero, let options = channel.syncOptions else { return }
+        let seconds = max(1, Int32(timeout.seconds.rounded()))
+        let tcp = NIOBSDSocket.OptionLevel(rawValue: CInt(IPPROTO_TCP))
+        func set(_ name: CInt, _ value: Int32) {
+            try? options.setOption(ChannelOptions.Types.SocketOption(level: tcp, name: NIOBSDSocket.Option(rawValue: name)), value: SocketOptionValue(value))
+        }
+        try? options.setOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
+        let idle = max(1, seconds / 3)
+        let count: Int32 = 4
+        set(CInt(TCP_KEEPIDLE), idle)
+        set(CInt(TCP_KEEPINTVL), max(1, (seconds - idle) / count))
+        set(CInt(TCP_KEEPCNT), count)
+        set(CInt(TCP_USER_TIMEOUT), seconds * 1000)
     }
 }

@@ -27,11 +27,15 @@ struct OpsController {
             return Response.json(.orderedObject([("status", .string("ready"))]))
         }
         router.get("/api/history") { request, _ in
+            try hub.policy.requireAdmin(request.headers[.authorization])
             let query = request.uri.queryParameters
             var room: String?
             if let raw = query["room"] {
                 let name = String(raw)
                 if let problem = Names.roomProblem(name) { throw APIError(.badRequest, problem) }
+                if hub.policy.adminToken == nil && hub.policy.isPrivate(name) {
+                    _ = try hub.policy.authorize(room: name, token: query["token"].map(String.init))
+                }
                 room = name
             }
             var window = 3600

@@ -17,7 +17,7 @@ enum SSERoutes {
     static let visitorCookie = "hc_vid"
 
     /// The plan for a request, nil when the path is not an SSE route, or an `APIError` for bad input.
-    static func plan(isGet: Bool, uri: URI, cookieHeader: String?) throws(APIError) -> SSEPlan? {
+    static func plan(isGet: Bool, uri: URI, cookieHeader: String?, policy: AccessPolicy) throws(APIError) -> SSEPlan? {
         guard isGet else { return nil }
         let path = uri.path
         let target: SubscriptionTarget
@@ -37,6 +37,10 @@ enum SSERoutes {
             return nil
         }
         let query = uri.queryParameters
+        var boundVisitor: String?
+        if case .room(let room, _) = target {
+            boundVisitor = try policy.authorize(room: room, token: query["token"].map(String.init))
+        }
         switch query["watch"].map(String.init) {
         case nil, "0", "false":
             break
@@ -48,7 +52,11 @@ enum SSERoutes {
         if let raw = query["visitor"] {
             let id = String(raw)
             if let problem = Names.visitorProblem(id) { throw APIError(.badRequest, problem) }
+            if let boundVisitor, boundVisitor != id { throw APIError(.forbidden, "join token is for another visitor", reason: .forbidden) }
             return SSEPlan(target: target, visitor: .identified(id), setCookie: nil)
+        }
+        if let boundVisitor {
+            return SSEPlan(target: target, visitor: .identified(boundVisitor), setCookie: nil)
         }
         if let cookie = cookieValue(cookieHeader, name: visitorCookie), Names.isValidVisitor(cookie) {
             return SSEPlan(target: target, visitor: .identified(cookie), setCookie: nil)

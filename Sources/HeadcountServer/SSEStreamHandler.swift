@@ -29,7 +29,11 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     var closing = false
     var leaveReason = LeaveReason.closed
 
-    init(plan: SSEPlan, chunked: Bool, head: ByteBuffer, hub: StreamHub) {
+    /// The client address whose stream slot this stream holds.
+    var clientIP: String?
+
+    init(plan: SSEPlan, chunked: Bool, head: ByteBuffer, hub: StreamHub, clientIP: String?) {
+        self.clientIP = clientIP
         self.plan = plan
         self.chunked = chunked
         self.head = head
@@ -83,6 +87,10 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         loopStreams?.remove(self)
         loopStreams = nil
         pending = nil
+        if let ip = clientIP {
+            clientIP = nil
+            hub.policy.release(ip: ip)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -16,7 +16,7 @@ struct StreamController {
 
     func addRoutes(to router: Router<HeadcountRequestContext>) {
         let handler = { @Sendable (request: Request, context: HeadcountRequestContext) throws -> Response in
-            guard let plan = try SSERoutes.plan(isGet: request.method == .get, uri: request.uri, cookieHeader: request.headers[.cookie]) else {
+            guard let plan = try SSERoutes.plan(isGet: request.method == .get, uri: request.uri, cookieHeader: request.headers[.cookie], policy: hub.policy) else {
                 throw APIError(.notFound, "no such route")
             }
             return try open(request: request, context: context, plan: plan)
@@ -42,6 +42,8 @@ struct StreamController {
         if case .room(let name, _) = target, !registry.canJoin(room: name) {
             throw APIError(.serviceUnavailable, "too many rooms", headers: [.retryAfter: "5"], reason: .tooManyRooms)
         }
+        let ip = hub.policy.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[.xForwardedFor])
+        try hub.policy.wouldAccept(ip: ip)
         let headers = SSERoutes.headers(setCookie: plan.setCookie)
         let retry = SSEEncoder.retry(milliseconds: hub.randomRetryMilliseconds())
         let registry = self.registry
@@ -53,6 +55,14 @@ struct StreamController {
             body: ResponseBody { writer in
                 let sink = StreamSink()
                 let subscription: Subscription
+                do {
+                    try hub.policy.acquire(ip: ip)
+                } catch {
+                    logger.info("stream refused after accept", metadata: ["headcount.reason": "\(error)"])
+                    try await writer.finish(nil)
+                    return
+                }
+                defer { hub.policy.release(ip: ip) }
                 do {
                     subscription = try registry.join(target, visitor: visitor, sink: sink)
                 } catch {

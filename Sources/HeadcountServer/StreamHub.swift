@@ -13,6 +13,7 @@ final class StreamHub: Sendable {
     let logger: Logger
     let history: HistoryStore
     let metrics: HeadcountMetrics
+    let policy: AccessPolicy
     let startedAt = ContinuousClock.now
     private let loops = Mutex<[ObjectIdentifier: LoopStreams]>([:])
     /// Streams open in the route shape.
@@ -20,6 +21,7 @@ final class StreamHub: Sendable {
 
     init(registry: PresenceRegistry, configuration: HeadcountConfiguration, metrics: HeadcountMetrics, logger: Logger) {
         self.metrics = metrics
+        self.policy = AccessPolicy(configuration: configuration)
         self.registry = registry
         self.configuration = configuration
         self.cors = CORSPolicy(allowOrigins: configuration.allowOrigins)

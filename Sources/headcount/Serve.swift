@@ -47,6 +47,33 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("stream-shape"), help: "nio (default) or route: how SSE streams are served. [env: HEADCOUNT_STREAM_SHAPE]")
     var streamShape: String?
 
+    @Option(name: .customLong("max-streams-per-ip"), help: "Most streams one client address may hold; more get 429. [env: HEADCOUNT_MAX_STREAMS_PER_IP] (default: 16)")
+    var maxStreamsPerIP: Int?
+
+    @Option(name: .customLong("max-streams"), help: "Most streams in all; more get 503. [env: HEADCOUNT_MAX_STREAMS] (default: 100000)")
+    var maxStreams: Int?
+
+    @Option(name: .customLong("trusted-proxy"), help: "Comma-separated addresses or CIDRs whose X-Forwarded-For is believed. [env: HEADCOUNT_TRUSTED_PROXY]")
+    var trustedProxy: String?
+
+    @Option(name: .customLong("dead-peer-timeout"), help: "A vanished peer leaves within this many seconds. [env: HEADCOUNT_DEAD_PEER_TIMEOUT] (default: 30)")
+    var deadPeerTimeout: String?
+
+    @Option(name: .customLong("write-timeout"), help: "A stream with no write progress this long is dropped. [env: HEADCOUNT_WRITE_TIMEOUT] (default: 30)")
+    var writeTimeout: String?
+
+    @Option(help: "On shutdown, streams close spread over this many seconds. [env: HEADCOUNT_DRAIN] (default: 5)")
+    var drain: String?
+
+    @Option(help: "Secret for signed join tokens (prefer the environment variable). [env: HEADCOUNT_SECRET]")
+    var secret: String?
+
+    @Option(name: .customLong("private-rooms"), help: "Comma-separated globs of rooms that need a join token, e.g. priv-*. [env: HEADCOUNT_PRIVATE_ROOMS]")
+    var privateRooms: String?
+
+    @Option(name: .customLong("admin-token"), help: "Bearer token required by /api/rooms, /api/stats, /api/history. [env: HEADCOUNT_ADMIN_TOKEN]")
+    var adminToken: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: HEADCOUNT_LOG_LEVEL] (default: info)")
     var logLevel: String?
 
@@ -78,6 +105,25 @@ struct Serve: AsyncParsableCommand {
         c.retryMax = try env.duration(retryMax, "RETRY_MAX") ?? c.retryMax
         guard c.retryMax >= c.retryMin else { throw ValidationError("--retry-max must not be below --retry-min") }
         c.maxRooms = try env.int(maxRooms, "MAX_ROOMS", range: 1...10_000_000) ?? c.maxRooms
+        c.maxStreamsPerIP = try env.int(maxStreamsPerIP, "MAX_STREAMS_PER_IP", range: 1...1_000_000) ?? c.maxStreamsPerIP
+        c.maxStreams = try env.int(maxStreams, "MAX_STREAMS", range: 1...10_000_000) ?? c.maxStreams
+        if let proxies = env.string(trustedProxy, "TRUSTED_PROXY") {
+            c.trustedProxies = proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            for p in c.trustedProxies where !HeadcountConfiguration.isValidProxy(p) {
+                throw ValidationError("--trusted-proxy: '\(p)' is not an IP address or CIDR")
+            }
+        }
+        c.deadPeerTimeout = try env.duration(deadPeerTimeout, "DEAD_PEER_TIMEOUT", positive: true) ?? c.deadPeerTimeout
+        c.writeTimeout = try env.duration(writeTimeout, "WRITE_TIMEOUT", positive: true) ?? c.writeTimeout
+        c.drain = try env.duration(drain, "DRAIN") ?? c.drain
+        c.secret = env.string(secret, "SECRET")
+        if let patterns = env.string(privateRooms, "PRIVATE_ROOMS") {
+            c.privateRooms = patterns.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        if !c.privateRooms.isEmpty && c.secret == nil {
+            throw ValidationError("--private-rooms needs --secret (or HEADCOUNT_SECRET) to check join tokens")
+        }
+        c.adminToken = env.string(adminToken, "ADMIN_TOKEN")
         c.postgresURL = env.string(postgres, "POSTGRES")
         c.nodeTTL = try env.duration(nodeTTL, "NODE_TTL", positive: true) ?? c.nodeTTL
         c.exactVisitors = try env.int(exactVisitors, "EXACT_VISITORS", range: 0...1_000_000) ?? c.exactVisitors

@@ -203,6 +203,7 @@ extension HeadcountConfiguration {
         c.leaveGrace = leaveGrace
         c.updateInterval = updateInterval
         c.logLevel = .warning
+        c.maxStreamsPerIP = 10_000  // every test client is 127.0.0.1; LimitTests checks the limit itself
         return c
     }
 }
