@@ -37,9 +37,12 @@ final class LoopStreams: @unchecked Sendable {
         streams.append(stream)
         count.add(1, ordering: .relaxed)
         if heartbeatTask == nil {
-            let interval = TimeAmount.nanoseconds(Int64(hub.configuration.heartbeat.seconds * 1e9))
-            heartbeatTask = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak self] _ in
-                self?.heartbeat()
+            // One timer per loop: write-timeout checks every tick, heartbeats every `heartbeat`.
+            let heartbeat = hub.configuration.heartbeat.timeAmount
+            let tick = min(heartbeat, .seconds(1))
+            nextHeartbeat = .now() + heartbeat
+            heartbeatTask = eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [weak self] _ in
+                self?.tick()
             }
         }
     }
@@ -67,7 +70,22 @@ final class LoopStreams: @unchecked Sendable {
         group.subscription = nil
     }
 
-    /// One timer per loop: a heartbeat to every stream that wrote nothing since the last one.
+    private var nextHeartbeat = NIODeadline.now()
+
+    private func tick() {
+        let now = NIODeadline.now()
+        let writeTimeout = hub.configuration.writeTimeout.timeAmount
+        // Iterate over a copy: a stream dropped for its write timeout leaves `streams` as we go.
+        for stream in streams where stream.isStalled(now: now, timeout: writeTimeout) {
+            stream.dropSlowReader()
+        }
+        if now >= nextHeartbeat {
+            nextHeartbeat = now + hub.configuration.heartbeat.timeAmount
+            heartbeat()
+        }
+    }
+
+    /// A heartbeat to every stream that wrote nothing since the last one.
     private func heartbeat() {
         var sent = 0
         for stream in streams where stream.heartbeatTick(raw: heartbeatRaw, chunked: heartbeatChunked) { sent += 1 }

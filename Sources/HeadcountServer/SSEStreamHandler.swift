@@ -28,6 +28,8 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     var wroteSinceHeartbeat = true
     var closing = false
     var leaveReason = LeaveReason.closed
+    /// Since when the socket has refused more bytes (nil while writable).
+    var blockedSince: NIODeadline?
 
     /// The client address whose stream slot this stream holds.
     var clientIP: String?
@@ -42,6 +44,13 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // Bounded bytes per stream: NIO holds at most 16 KB, the kernel's send buffer 16 KB (doubled by
+        // Linux for bookkeeping), plus a reference to one pending event. Presence events are tiny: a reader
+        // that keeps up never has more than a few hundred bytes queued.
+        if let options = context.channel.syncOptions {
+            try? options.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 4 * 1024, high: 16 * 1024))
+            try? options.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 16 * 1024)
+        }
         context.write(NIOAny(head), promise: nil)
         let loop = hub.streams(on: context.eventLoop)
         do {
@@ -103,7 +112,14 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
             context.close(promise: nil)
         } else if event is ChannelShouldQuiesceEvent {
             leaveReason = .shutdown
-            closeForShutdown()
+            // Spread the closes over the drain window so that reconnects do not arrive all at once.
+            let window = hub.configuration.drain.timeAmount.nanoseconds
+            if window > 0 {
+                let delay = TimeAmount.nanoseconds(Int64.random(in: 0...window))
+                context.eventLoop.scheduleTask(in: delay) { [weak self] in self?.closeForShutdown() }
+            } else {
+                closeForShutdown()
+            }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -115,11 +131,32 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, let p = pending {
-            pending = nil
-            write(raw: p.raw, chunked: p.chunked)
+        if context.channel.isWritable {
+            blockedSince = nil
+            if let p = pending {
+                pending = nil
+                write(raw: p.raw, chunked: p.chunked)
+            }
+        } else if blockedSince == nil {
+            blockedSince = .now()
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Whether the reader has taken no bytes for `timeout`.
+    func isStalled(now: NIODeadline, timeout: TimeAmount) -> Bool {
+        guard let since = blockedSince, !closing else { return false }
+        return now - since >= timeout
+    }
+
+    /// A reader that stopped reading: drop it (it is counted out like any other leave).
+    func dropSlowReader() {
+        guard let context else { return }
+        leaveReason = .slowReader
+        closing = true
+        pending = nil
+        hub.logger.info("dropped a stream that stopped reading", metadata: ["headcount.reason": "slow_reader"])
+        context.close(promise: nil)
     }
 
     /// Delivers an event on the loop: written at once, or kept as the newest pending one. Returns
@@ -138,8 +175,10 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         if context.channel.isWritable {
             context.writeAndFlush(NIOAny(chunked ? framed : raw), promise: nil)
             wroteSinceHeartbeat = true
+            if !context.channel.isWritable && blockedSince == nil { blockedSince = .now() }
         } else {
             pending = (raw, framed)
+            if blockedSince == nil { blockedSince = .now() }
         }
     }
 

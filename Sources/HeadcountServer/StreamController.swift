@@ -49,6 +49,7 @@ struct StreamController {
         let registry = self.registry
         let hub = self.hub
         let logger = context.logger
+        let eventLoop = context.channel.eventLoop
         return Response(
             status: .ok,
             headers: headers,
@@ -94,7 +95,13 @@ struct StreamController {
                         sink.close(reason: .closed)
                     }
                 } onGracefulShutdown: {
-                    sink.close()
+                    // Spread the closes over the drain window.
+                    let window = hub.configuration.drain.timeAmount.nanoseconds
+                    if window > 0 {
+                        eventLoop.scheduleTask(in: .nanoseconds(Int64.random(in: 0...window))) { sink.close(reason: .shutdown) }
+                    } else {
+                        sink.close(reason: .shutdown)
+                    }
                 }
                 try await writer.finish(nil)
             }

@@ -221,7 +221,7 @@ struct StreamTests {
             try await watcher.waitForLatest { $0.int("online") == 0 }
             var streams: [LiveStream] = []
             for i in 0..<60 { streams.append(LiveStream.open("\(base)/rooms/storm/events?visitor=s\(i)")) }
-            try await watcher.waitForLatest(timeout: .seconds(10)) { $0.int("online") == 60 }
+            try await watcher.waitForLatest(timeout: .seconds(30)) { $0.int("online") == 60 }
             let events = watcher.events.filter { !$0.data.isEmpty }.count
             #expect(events < 40, "60 joins produced \(events) events")
             for s in streams { s.close() }

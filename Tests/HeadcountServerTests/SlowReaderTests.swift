@@ -1,0 +1,60 @@
+import Foundation
+import HeadcountCore
+import HeadcountServer
+import NIOCore
+import NIOPosix
+import Testing
+
+/// A client that connects, sends an SSE request, and then never reads: its receive window fills up.
+final class FrozenReader: Sendable {
+    let channel: any Channel
+
+    init(port: Int, path: String) async throws {
+        channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(ChannelOptions.socketOption(.so_rcvbuf), value: 4096)
+            .channelOption(ChannelOptions.autoRead, value: false)
+            .connect(host: "127.0.0.1", port: port)
+            .get()
+        try await channel.writeAndFlush(ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n"))
+    }
+
+    var isActive: Bool { channel.isActive }
+    func close() { channel.close(promise: nil) }
+}
+
+@Suite("Slow and frozen readers", .serialized)
+struct SlowReaderTests {
+    @Test("a reader that stops reading is dropped after --write-timeout and counted out; readers that read are unaffected")
+    func frozenReadersAreDropped() async throws {
+        var c = HeadcountConfiguration.testing(updateInterval: .milliseconds(1))
+        c.writeTimeout = .seconds(1)
+        try await withServer(c, shapes: [.nio]) { base, app in
+            let port = Int(base.split(separator: ":").last!)!
+            let live = LiveStream.open("\(base)/rooms/frozen/events?watch=1")
+            var frozen: [FrozenReader] = []
+            for i in 0..<20 { frozen.append(try await FrozenReader(port: port, path: "/rooms/frozen/events?visitor=f\(i)")) }
+            try await live.waitForLatest { $0.int("connections") == 20 }
+            // Churn the room fast so the frozen readers' buffers fill up.
+            let churn = Task {
+                // Joins and leaves on raw sockets: each one changes the count, bounded to 30 s.
+                let deadline = ContinuousClock.now + .seconds(30)
+                while !Task.isCancelled && ContinuousClock.now < deadline {
+                    if let c = try? await FrozenReader(port: port, path: "/rooms/frozen/events") {
+                        try? await Task.sleep(for: .milliseconds(3))
+                        c.close()
+                    }
+                }
+            }
+            try await eventually(timeout: .seconds(30), "all 20 frozen readers dropped as slow readers") {
+                let metrics = try await TestHTTP.get("\(base)/metrics").body
+                return (metricValue(metrics, "headcount_leaves_total{reason=\"slow_reader\"}") ?? 0) >= 20
+            }
+            churn.cancel()
+            // The reading client is still there and current.
+            #expect(!live.ended)
+            try await eventually("room empties") { app.registry.localCounts(room: "frozen").connections == 0 }
+            live.close()
+            for f in frozen { f.close() }
+        }
+    }
+}
