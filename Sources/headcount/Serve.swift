@@ -74,6 +74,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("admin-token"), help: "Bearer token required by /api/rooms, /api/stats, /api/history. [env: HEADCOUNT_ADMIN_TOKEN]")
     var adminToken: String?
 
+    @Option(name: .customLong("history-rooms"), help: "Rooms that keep an hour of history for /api/history. [env: HEADCOUNT_HISTORY_ROOMS] (default: 1000)")
+    var historyRooms: Int?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: HEADCOUNT_LOG_LEVEL] (default: info)")
     var logLevel: String?
 
@@ -124,6 +127,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--private-rooms needs --secret (or HEADCOUNT_SECRET) to check join tokens")
         }
         c.adminToken = env.string(adminToken, "ADMIN_TOKEN")
+        c.historyRooms = try env.int(historyRooms, "HISTORY_ROOMS", range: 0...100_000) ?? c.historyRooms
         c.postgresURL = env.string(postgres, "POSTGRES")
         c.nodeTTL = try env.duration(nodeTTL, "NODE_TTL", positive: true) ?? c.nodeTTL
         c.exactVisitors = try env.int(exactVisitors, "EXACT_VISITORS", range: 0...1_000_000) ?? c.exactVisitors
