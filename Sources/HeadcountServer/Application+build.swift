@@ -3,6 +3,8 @@ public import HeadcountCore
 import HeadcountCluster
 public import Hummingbird
 import HummingbirdCore
+import HummingbirdHTTP2
+import NIOSSL
 public import Logging
 import NIOCore
 import NIOHTTP1
@@ -44,6 +46,20 @@ public func buildApplication(
     let router = buildRouter(configuration, hub: hub)
     let presence = PresenceService(registry: registry, history: hub.history, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
     let server: HTTPServerBuilder
+    if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
+        // HTTPS: HTTP/2 by ALPN (many streams share one connection), HTTP/1.1 otherwise. Streams use the
+        // route shape here (the NIO fast path speaks plaintext HTTP/1 only).
+        let tls: TLSConfiguration
+        do {
+            tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            )
+        } catch {
+            throw APIError(.internalServerError, "cannot read --tls-cert \(certificate) or --tls-key \(key): \(error)")
+        }
+        server = try .http2Upgrade(tlsConfiguration: tls)
+    } else {
     switch configuration.streamShape {
     case .route, .nio:
         var limits = NIOHTTPDecoderLimitConfiguration()
@@ -60,6 +76,7 @@ public func buildApplication(
                 fastPath: configuration.streamShape == .nio
             )
         }
+    }
     }
     let app = Application(
         router: router,

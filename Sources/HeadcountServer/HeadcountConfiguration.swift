@@ -50,6 +50,9 @@ public struct HeadcountConfiguration: Sendable {
     /// Keep-alive HTTP connections idle this long are closed (streams are never idle-closed).
     public var idleTimeout: Duration = .seconds(75)
 
+    /// HTTPS with HTTP/2 (and HTTP/1.1 by ALPN): PEM certificate chain and private key files.
+    public var tlsCertificate: String?
+    public var tlsKey: String?
     /// Cluster: PostgreSQL URL of the backplane; nil runs the embedded in-memory default.
     public var postgresURL: String?
     /// Cluster: lease of a node's registration; renewed every third of it.

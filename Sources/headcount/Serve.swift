@@ -77,13 +77,29 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("history-rooms"), help: "Rooms that keep an hour of history for /api/history. [env: HEADCOUNT_HISTORY_ROOMS] (default: 1000)")
     var historyRooms: Int?
 
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: serve HTTPS with HTTP/2. [env: HEADCOUNT_TLS_CERT]")
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: "PEM private key for --tls-cert. [env: HEADCOUNT_TLS_KEY]")
+    var tlsKey: String?
+
+    @Option(name: .customLong("log-format"), help: "text or json (one JSON object per line). [env: HEADCOUNT_LOG_FORMAT] (default: text)")
+    var logFormat: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical. [env: HEADCOUNT_LOG_LEVEL] (default: info)")
     var logLevel: String?
 
     func run() async throws {
         var env = EnvironmentOptions(ProcessInfo.processInfo.environment)
         let config = try makeConfiguration(&env)
+        let format = env.string(logFormat, "LOG_FORMAT") ?? "text"
+        guard format == "text" || format == "json" else { throw ValidationError("--log-format must be text or json") }
         LoggingSystem.bootstrap { label in
+            if format == "json" {
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = config.logLevel
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = config.logLevel
             return handler
@@ -128,6 +144,9 @@ struct Serve: AsyncParsableCommand {
         }
         c.adminToken = env.string(adminToken, "ADMIN_TOKEN")
         c.historyRooms = try env.int(historyRooms, "HISTORY_ROOMS", range: 0...100_000) ?? c.historyRooms
+        c.tlsCertificate = env.string(tlsCert, "TLS_CERT")
+        c.tlsKey = env.string(tlsKey, "TLS_KEY")
+        if (c.tlsCertificate == nil) != (c.tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         c.postgresURL = env.string(postgres, "POSTGRES")
         c.nodeTTL = try env.duration(nodeTTL, "NODE_TTL", positive: true) ?? c.nodeTTL
         c.exactVisitors = try env.int(exactVisitors, "EXACT_VISITORS", range: 0...1_000_000) ?? c.exactVisitors

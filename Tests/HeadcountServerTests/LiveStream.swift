@@ -204,6 +204,7 @@ extension HeadcountConfiguration {
         c.updateInterval = updateInterval
         c.logLevel = .warning
         c.maxStreamsPerIP = 10_000  // every test client is 127.0.0.1; LimitTests checks the limit itself
+        c.drain = .milliseconds(500)
         return c
     }
 }

@@ -56,7 +56,9 @@ struct OpsTests {
             #expect(events.count == 30)
             #expect(events.map { $0.int("seq")! } == Array(0..<30))
             // Events arrive spread over about 3 s, not in one lump.
-            let spread = events.last!.at - events.first!.at
+            let first = try #require(events.first)
+            let last = try #require(events.last)
+            let spread = last.at - first.at
             #expect(spread > .milliseconds(2500))
             #expect(s.headers.first(name: "x-accel-buffering") == "no")
         }

@@ -25,9 +25,10 @@ struct ShutdownTests {
             #expect(app.openStreams == 6)
             let start = ContinuousClock.now
             await group.triggerGracefulShutdown()
-            for s in streams { try await s.waitForEnd(timeout: .seconds(5)) }
+            for s in streams { try await s.waitForEnd(timeout: .seconds(10)) }
             try await tasks.waitForAll()
-            #expect(ContinuousClock.now - start < .seconds(5))
+            // Closes are spread over --drain (0.5 s here), and nothing waits much beyond it.
+            #expect(ContinuousClock.now - start < .seconds(4))
             #expect(app.openStreams == 0)
             #expect(app.registry.subscriberCount == 0)
             // New streams are refused once shutting down.

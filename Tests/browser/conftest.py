@@ -2,8 +2,10 @@
 
 Run through scripts/browser-tests, which starts the server and sets HEADCOUNT_* variables.
 """
+import http.server
 import json
 import os
+import threading
 import shutil
 import signal
 import socket
@@ -135,8 +137,11 @@ def new_browser():
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_window_size(1200, 800)
+    # make the viewport (not the window) 1200x800
+    inner = driver.execute_script("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]")
+    driver.set_window_size(1200 + inner[0], 800 + inner[1])
     driver.set_page_load_timeout(20)
+    driver.set_script_timeout(15)
     driver._headcount_profile = profile
     return driver
 
@@ -163,3 +168,39 @@ def browsers():
     yield make
     for d in made:
         close_browser(d)
+
+
+@pytest.fixture(scope="session")
+def pages():
+    """Serves small HTML pages from another origin (127.0.0.1, another port). pages.add(body) -> URL."""
+    store = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = store.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    site.daemon_threads = True
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+
+    class Pages:
+        def add(self, html):
+            path = f"/page{len(store)}.html"
+            store[path] = ("<!doctype html><meta charset='utf-8'><title>test page</title>"
+                           "<link rel='icon' href='data:,'>\n" + html).encode()
+            return f"http://127.0.0.1:{site.server_address[1]}{path}"
+
+    yield Pages()
+    site.shutdown()
+    site.server_close()

@@ -6,6 +6,8 @@ because it throws away the server's state).
 """
 import os
 import signal
+import socket
+import subprocess
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from selenium.webdriver.common.by import By
 
 from conftest import Server, http_json, wait_for
 
+ADMIN, SECRET = "s3cret-admin", "join-token-secret"
 SCREENSHOTS = os.environ.get("HEADCOUNT_SCREENSHOTS", os.path.join(os.path.dirname(__file__), "..", "..", "docs", "img"))
 
 
@@ -95,7 +98,7 @@ def test_demo_page_room_from_url_and_selftest(server, browsers):
 
     b.find_element(By.ID, "selftest").click()
     result = wait_for(lambda: (classes(b, "#selftest-result") or [None])[0] in ("ok", "warn", "bad") and b.find_element(By.ID, "selftest-result"),
-                      timeout=15, what="the self-test to finish")
+                      timeout=25, what="the self-test to finish")
     assert result.get_attribute("class") == "ok", "self-test over loopback should say live: " + result.text
 
 
@@ -133,8 +136,26 @@ def test_widget_five_tabs_share_one_connection(server, browsers):
         visitors.add(b.execute_script("return Headcount.state().visitor"))
     assert len(visitors) == 1, "all tabs must use the same visitor id"
 
+    # The tabs' chatter stays small: pings and needs, no message storm.
+    b.switch_to.window(handles[-1])
+    n = b.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const ch = new BroadcastChannel('headcount:' + location.origin);
+        let n = 0;
+        ch.onmessage = () => n++;
+        setTimeout(() => { ch.close(); done(n); }, 4000);""")
+    assert n < 40, f"{n} BroadcastChannel messages in 4 s between 5 tabs"
+
     # Close the leader: another tab takes over within a second, the count never leaves 1.
+    # A follower listens on the channel for the new leader's announcement (timed in the browser).
+    listener = next(h for h in handles if h != leaders[0])
+    b.switch_to.window(listener)
+    b.execute_script("""
+        window.__leaderAt = null;
+        const ch = new BroadcastChannel('headcount:' + location.origin);
+        ch.onmessage = (e) => { if (e.data.t === 'leader' && !window.__leaderAt) window.__leaderAt = Date.now(); };""")
     b.switch_to.window(leaders[0])
+    closed_at = b.execute_script("return Date.now()")
     b.close()
     handles.remove(leaders[0])
     t0 = time.monotonic()
@@ -145,9 +166,10 @@ def test_widget_five_tabs_share_one_connection(server, browsers):
             if is_leader(b):
                 new_leader = h
                 break
-    took = time.monotonic() - t0
     assert new_leader, "no tab took over after the leader closed"
-    assert took < 2.0, f"hand-over took {took:.1f}s"
+    b.switch_to.window(listener)
+    leader_at = wait_for(lambda: b.execute_script("return window.__leaderAt"), timeout=3, what="the new leader's announcement")
+    assert leader_at - closed_at < 1000, f"hand-over took {leader_at - closed_at} ms"
 
     end = time.monotonic() + 4
     while time.monotonic() < end:  # watch the hand-over: badges stay live at 1, the server keeps 1 visitor
@@ -210,6 +232,23 @@ def test_widget_without_web_locks_uses_a_stream_per_tab(server, browsers):
     wait_for(lambda: room_is(server, "widget-test", 1, 2), what="widget-test online 1, connections 2")
 
 
+def test_widget_embedded_on_another_origin(server, browsers, pages):
+    """A page on another origin loads widget.js from the server: badge, data-target and labels work (CORS)."""
+    page = pages.add(f"""<p>Readers: <script src="{server.url}/widget.js" data-room="cross-origin" async></script></p>
+<div id="mine"></div>
+<script src="{server.url}/widget.js" data-room="cross-origin" data-target="#mine"
+  data-template="{{count}} {{label}} here" data-label-one="reader" data-label-many="readers" async></script>""")
+    b = browsers()
+    b.get(page)
+    wait_for(lambda: badges_show(b, 1), what="cross-origin badges to show 1")
+    assert text(b, "#mine") == "1 reader here"
+    assert b.execute_script("return Headcount.state().visitor") == b.execute_script("return localStorage.getItem('headcount.vid')")
+    wait_for(lambda: room_is(server, "cross-origin", 1, 1), what="/api/rooms/cross-origin online 1, connections 1")
+    b2 = browsers()
+    b2.get(page)
+    wait_for(lambda: text(b, "#mine") == "2 readers here", what="plural label with a second visitor")
+
+
 # ---------- d. dashboard ----------
 
 def test_dashboard_shows_totals_rooms_and_chart(server, browsers):
@@ -251,36 +290,65 @@ def test_dashboard_shows_totals_rooms_and_chart(server, browsers):
     assert console_errors(b) == []
 
 
-def test_dashboard_with_admin_token(server, browsers):
-    port = None
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+@pytest.fixture(scope="module")
+def secured(server):
+    """A second server with an admin token and private rooms (priv-*) that need a signed join token."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    pid = server.spawn(["serve", "--port", str(port), "--leave-grace", "1", "--admin-token", "s3cret"])
+    pid = server.spawn(["serve", "--port", str(port), "--leave-grace", "1", "--admin-token", ADMIN,
+                        "--secret", SECRET, "--private-rooms", "priv-*"])
     with open(os.path.join(server.work, "admin.pid"), "w") as f:
         f.write(str(pid))
     try:
-        Server.wait_ready(url, token="s3cret")
-        assert http_json(url + "/api/stats")[0] == 401
-        assert http_json(url + "/api/rooms?limit=20")[0] == 401
-        b = browsers()
-        b.get(url + "/dashboard")
-        wait_for(lambda: b.find_element(By.ID, "auth").is_displayed(), what="the token form")
-        b.find_element(By.ID, "auth-token").send_keys("s3cret")
-        b.find_element(By.CSS_SELECTOR, "#auth-form button").click()
-        wait_for(lambda: text(b, "#site-total") == "0", what="#site-total after unlocking")
-        wait_for(lambda: b.execute_script("return !!document.querySelector('#chart path.site-line')"), timeout=15,
-                 what="chart after unlocking")
-        assert not b.find_element(By.ID, "auth").is_displayed()
-        # ?token= in the URL works too and is removed from the address bar
-        b2 = browsers()
-        b2.get(url + "/dashboard?token=s3cret")
-        wait_for(lambda: text(b2, "#site-total") == "0", what="#site-total with ?token=")
-        assert "token" not in b2.current_url
-        assert "connected" in classes(b2, "#live-dot")
+        Server.wait_ready(url, token=ADMIN)
+        yield url
     finally:
         os.kill(pid, signal.SIGTERM)
+
+
+def test_dashboard_with_admin_token(secured, browsers):
+    url = secured
+    assert http_json(url + "/api/stats")[0] == 401
+    assert http_json(url + "/api/rooms?limit=20")[0] == 401
+    assert http_json(url + "/api/history?window=60")[0] == 401
+    b = browsers()
+    b.get(url + "/dashboard")
+    wait_for(lambda: b.find_element(By.ID, "auth").is_displayed(), what="the token form")
+    b.find_element(By.ID, "auth-token").send_keys(ADMIN)
+    b.find_element(By.CSS_SELECTOR, "#auth-form button").click()
+    wait_for(lambda: text(b, "#site-total") == "0", what="#site-total after unlocking")
+    wait_for(lambda: b.execute_script("return !!document.querySelector('#chart path.site-line')"), timeout=15,
+             what="chart after unlocking")
+    assert not b.find_element(By.ID, "auth").is_displayed()
+    assert b.execute_script("return sessionStorage.getItem('headcount.adminToken')") == ADMIN
+    # ?token= in the URL works too and is removed from the address bar
+    b2 = browsers()
+    b2.get(url + "/dashboard?token=" + ADMIN)
+    wait_for(lambda: text(b2, "#site-total") == "0", what="#site-total with ?token=")
+    assert "token" not in b2.current_url
+    assert "connected" in classes(b2, "#live-dot")
+    wait_for(lambda: b2.find_element(By.CSS_SELECTOR, "#rooms-table tbody tr"), what="rooms table rendered")
+
+
+def test_widget_private_room_with_token(server, secured, browsers, pages):
+    token = subprocess.run([server.bin, "token", "--room", "priv-club", "--secret", SECRET],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert token
+    page = pages.add(f"""<p id="with"><script src="{secured}/widget.js" data-room="priv-club" data-token="{token}" async></script></p>""")
+    no_token = pages.add(f"""<p id="without"><script src="{secured}/widget.js" data-room="priv-club" async></script></p>""")
+    b = browsers()
+    b.get(page)
+    wait_for(lambda: badges_show(b, 1, expected=1), what="private room badge with a token")
+    status, body = http_json(secured + "/api/rooms/priv-club", ADMIN)
+    assert status == 200 and body["online"] == 1, body
+    stranger = browsers()
+    stranger.get(no_token)
+    time.sleep(3)
+    bs = badges(stranger)
+    assert len(bs) == 1 and "headcount-disconnected" in bs[0][1].split(), f"no token must not connect: {bs}"
+    assert http_json(secured + "/api/rooms/priv-club", ADMIN)[1]["online"] == 1
 
 
 # ---------- e. screenshots ----------
@@ -296,7 +364,8 @@ def test_screenshots(server, browsers):
     b.get(server.url + "/")
     wait_for(lambda: demo_shows(b, 3), what="demo page to show 3")
     b.find_element(By.ID, "selftest").click()
-    wait_for(lambda: "ok" in classes(b, "#selftest-result"), timeout=15, what="self-test result")
+    wait_for(lambda: (classes(b, "#selftest-result") or [None])[0] in ("ok", "warn", "bad"), timeout=25, what="self-test result")
+    assert "ok" in classes(b, "#selftest-result"), text(b, "#selftest-result")
     b.execute_script("document.activeElement.blur()")
     time.sleep(0.5)
     b.save_screenshot(os.path.join(SCREENSHOTS, "demo.png"))

@@ -1,1 +1,0 @@
-// The SSE client code shared by bench, watch and doctor lives in this target.

@@ -1,0 +1,144 @@
+"""Test 3, restart without a stampede: 2,000 subscribers, then SIGTERM. Every stream must end within
+`--drain` (+1 s), the ends spread over the window rather than all at once, each stream having received a
+`retry:` drawn from --retry-min..--retry-max (so that reconnects spread too), and the server exits 0.
+
+One process holds every subscriber on non-blocking sockets behind a selector.
+"""
+
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import time
+
+import hc
+
+SUBSCRIBERS = int(os.environ.get("HC_RESTART_SUBSCRIBERS", "2000"))
+DRAIN = 3.0
+RETRY_MIN, RETRY_MAX = 1000, 6000
+ROOM = "restart"
+TERMINATOR = b"\r\n0\r\n\r\n"
+
+
+class Sub:
+    __slots__ = ("sock", "buf", "retry", "events", "ended", "clean", "error")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.retry = None
+        self.events = 0
+        self.ended = None
+        self.clean = False
+        self.error = None
+
+
+def pump(sel, subs_open, until, stop_when=None, on_end=None):
+    """Reads whatever is ready until `until` or stop_when(); records ends."""
+    while subs_open and time.monotonic() < until:
+        for key, _ in sel.select(timeout=0.05):
+            sub = key.data
+            try:
+                chunk = sub.sock.recv(65536)
+            except (ConnectionResetError, OSError) as e:
+                chunk, sub.error = b"", repr(e)
+            now = time.monotonic()
+            if chunk:
+                sub.buf += chunk
+                if sub.retry is None:
+                    m = hc.RETRY.search(sub.buf)
+                    if m:
+                        sub.retry = int(m.group(1))
+                sub.events += len(hc.EVENT_DATA.findall(sub.buf))
+                # Keep only a tail (enough to see a terminator or a split line).
+                if b"\r\n0\r\n\r\n" in sub.buf:
+                    sub.clean = True
+                sub.buf = sub.buf[-64:] if sub.retry is not None else sub.buf
+                continue
+            sub.ended = now
+            sel.unregister(sub.sock)
+            sub.sock.close()
+            subs_open.discard(sub)
+            if on_end:
+                on_end(sub)
+        if stop_when and stop_when():
+            return
+
+
+def body(r):
+    limit = hc.raise_fd_limit()
+    r.check(limit > SUBSCRIBERS + 200, f"open-file limit {limit} is too low for {SUBSCRIBERS} subscribers")
+    server = hc.Server("restart-drain", ["--drain", str(DRAIN), "--retry-min", "1", "--retry-max", "6",
+                                         "--max-streams-per-ip", "100000", "--leave-grace", "3"])
+    sel = selectors.DefaultSelector()
+    subs = []
+    open_set = set()
+    try:
+        # Connect in batches so the listen backlog never overflows, reading as we go.
+        for batch in range(0, SUBSCRIBERS, 100):
+            for i in range(batch, min(SUBSCRIBERS, batch + 100)):
+                s = socket.create_connection(server.addr, timeout=10)
+                s.sendall(hc.stream_request(f"/rooms/{ROOM}/events?visitor=r{i}"))
+                s.setblocking(False)
+                sub = Sub(s)
+                subs.append(sub)
+                open_set.add(sub)
+                sel.register(s, selectors.EVENT_READ, sub)
+            pump(sel, open_set, time.monotonic() + 0.05)
+        # Every subscriber holds its stream and has its retry: and first event.
+        deadline = time.monotonic() + 60
+        pump(sel, open_set, deadline, stop_when=lambda: all(s.retry is not None and s.events > 0 for s in subs))
+        counted = hc.wait_until(lambda: server.room(ROOM) == {"room": ROOM, "online": SUBSCRIBERS, "connections": SUBSCRIBERS}, 30)
+        early = [s for s in subs if s.ended is not None]
+        if not r.check(counted and not early and all(s.retry is not None for s in subs),
+                       f"setup: room {server.room(ROOM)}, {len(early)} streams ended early, "
+                       f"{sum(s.retry is None for s in subs)} without retry"):
+            return
+        # Drain whatever is queued (the joins' coalesced events), then SIGTERM.
+        pump(sel, open_set, time.monotonic() + 0.5)
+        sent = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        pump(sel, open_set, sent + DRAIN + 10)
+        code = None
+        try:
+            code = server.proc.wait(20)
+        except Exception:  # noqa: BLE001
+            pass
+        ends = [s.ended - sent for s in subs if s.ended is not None]
+        missing = len(subs) - len(ends)
+        retries = [s.retry for s in subs if s.retry is not None]
+        p10, p50, p90 = (hc.percentile(ends, p) for p in (10, 50, 90))
+        last = max(ends) if ends else float("nan")
+        unclean = sum(1 for s in subs if not s.clean)
+        r.check(missing == 0, f"{missing} streams still open {DRAIN + 10:.0f} s after SIGTERM")
+        r.check(last <= DRAIN + 1, f"the last stream ended {last:.2f} s after SIGTERM (drain {DRAIN:.0f} s + 1 s)")
+        r.check(p90 - p10 >= 1.5, f"closes were not spread: p10 {p10:.2f} s, p90 {p90:.2f} s")
+        r.check(unclean == 0, f"{unclean} streams ended without the final chunk (0\\r\\n\\r\\n)")
+        r.check(code == 0, f"server exit status {code} after SIGTERM")
+        r.check(min(retries) >= RETRY_MIN and max(retries) <= RETRY_MAX, f"retry: outside {RETRY_MIN}..{RETRY_MAX}: {min(retries)}..{max(retries)}")
+        rp10, rp90 = hc.percentile(retries, 10), hc.percentile(retries, 90)
+        distinct = len(set(retries))
+        r.check(rp10 <= 2000 and rp90 >= 5000 and distinct >= 500,
+                f"retry: values not spread over {RETRY_MIN}..{RETRY_MAX}: p10 {rp10}, p90 {rp90}, {distinct} distinct")
+        # Buckets of the closes, one per 0.5 s, for the log.
+        buckets = [0] * int((DRAIN + 1) * 2)
+        for e in ends:
+            buckets[min(len(buckets) - 1, int(e * 2))] += 1
+        hc.log(f"  closes per 0.5 s after SIGTERM: {buckets}")
+        r.note(f"{SUBSCRIBERS} streams closed over {min(ends):.2f}..{last:.2f} s after SIGTERM (p10 {p10:.2f}, p50 {p50:.2f}, "
+               f"p90 {p90:.2f} s; drain {DRAIN:.0f} s), all with the final chunk; retry: {min(retries)}..{max(retries)} ms "
+               f"(p10 {rp10}, p90 {rp90}, {distinct} distinct); exit {code}")
+    finally:
+        for s in subs:
+            if s.ended is None:
+                try:
+                    s.sock.close()
+                except OSError:
+                    pass
+        server.kill()
+
+
+if __name__ == "__main__":
+    hc.run("restart-drain", body)

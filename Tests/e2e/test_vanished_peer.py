@@ -1,0 +1,92 @@
+"""Test 1, vanished peer: a client whose network disappears without FIN or RST is counted out within
+`--dead-peer-timeout`.
+
+The driver (scripts/e2e-reliability) creates a network namespace with a veth pair and passes it in
+HC_NS, HC_VETH_NS, HC_HOST_ADDR, HC_NS_ADDR (or HC_NETNS_SKIP with the reason it could not). The
+server listens on the host end of the pair; an SSE client runs inside the namespace; then the
+namespace's end of the link goes down, so nothing the server sends is ever acknowledged and nothing
+(no FIN, no RST) comes back.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import hc
+
+DEAD_PEER_TIMEOUT = 6
+HEARTBEAT = 2
+LIMIT = 12.0  # the count must be back to 0 within this many seconds of the cut
+
+
+def body(r):
+    skip = os.environ.get("HC_NETNS_SKIP")
+    if skip:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            r.check(False, f"network namespaces unavailable under CI: {skip}")
+            return
+        print(f"SKIP vanished-peer: {skip}", flush=True)
+        sys.exit(0)
+    ns, veth_ns = os.environ["HC_NS"], os.environ["HC_VETH_NS"]
+    host_addr = os.environ["HC_HOST_ADDR"]
+
+    server = hc.Server("vanished-peer", ["--dead-peer-timeout", str(DEAD_PEER_TIMEOUT), "--heartbeat", str(HEARTBEAT),
+                                         "--leave-grace", "0", "--update-interval", "0.05"], host=host_addr)
+    # A healthy stream from the host side, in another room: it must survive the whole test.
+    control = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "sse_client.py"), host_addr,
+                                str(server.port), "/rooms/vanish-control/events?visitor=stays", "60"],
+                               stdout=subprocess.PIPE, text=True)
+    client = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, os.path.join(os.path.dirname(__file__), "sse_client.py"),
+                               host_addr, str(server.port), "/rooms/vanish/events?visitor=gone", "60"],
+                              stdout=subprocess.PIPE, text=True)
+    lines = {"client": [], "control": []}
+
+    def pump(name, proc):
+        for line in proc.stdout:
+            lines[name].append((time.monotonic(), line.strip()))
+
+    for name, proc in (("client", client), ("control", control)):
+        threading.Thread(target=pump, args=(name, proc), daemon=True).start()
+    try:
+        counted = hc.wait_until(lambda: server.room("vanish") == {"room": "vanish", "online": 1, "connections": 1}
+                                and server.room("vanish-control")["connections"] == 1, 15)
+        if not r.check(counted, f"the namespaced client was not counted: {server.room('vanish')}, client said {lines['client']}"):
+            return
+        r.check(any(l.startswith('EVENT {"room":"vanish","online":1') for _, l in lines["client"]),
+                f"the client did not receive its count: {lines['client']}")
+        before = hc.leaves_by_reason(server.metrics())
+
+        # Cut the link: the namespace's end goes down, the host's end loses its carrier. Packets the server
+        # sends are dropped silently; the client can send nothing.
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", veth_ns, "down"], check=True, timeout=10)
+        cut = time.monotonic()
+        gone = hc.wait_until(lambda: server.room("vanish") == {"room": "vanish", "online": 0, "connections": 0}, LIMIT + 8, step=0.1)
+        elapsed = time.monotonic() - cut
+        after = hc.leaves_by_reason(server.metrics())
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+        r.check(gone, f"the vanished client was still counted {elapsed:.1f} s after the cut: {server.room('vanish')}")
+        r.check(elapsed <= LIMIT, f"the vanished client left after {elapsed:.1f} s (limit {LIMIT:.0f} s)")
+        # The client process is still running: whatever happened, it was not a FIN or RST from it.
+        r.check(client.poll() is None, "the namespaced client process ended: the test did not cut the link silently")
+        r.check(elapsed >= 2.0, f"the leave came {elapsed:.1f} s after the cut: too early for a vanished peer (a FIN/RST got through?)")
+        r.check(delta.get("dead_peer", 0) == 1 and sum(delta.values()) == 1,
+                f"headcount_leaves_total moved by {delta}, expected exactly one dead_peer leave")
+        # The healthy stream was not touched.
+        ctl = server.room("vanish-control")
+        r.check(ctl["connections"] == 1 and control.poll() is None, f"the control stream was dropped too: {ctl}")
+        st = server.stats()
+        r.check(st["connections"] == 1 and st["online"] == 1, f"/api/stats after the cut: {st}")
+        r.note(f"count 1 -> 0 in {elapsed:.1f} s after a silent link cut (--dead-peer-timeout {DEAD_PEER_TIMEOUT}, "
+               f"limit {LIMIT:.0f} s); leaves {delta}; control stream kept")
+    finally:
+        for p in (client, control):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        server.stop()
+
+
+if __name__ == "__main__":
+    hc.run("vanished-peer", body)
