@@ -1,0 +1,65 @@
+import Benchmark
+import HeadcountCore
+import NIOCore
+import Synchronization
+
+/// A sink that only counts what it is given: the cost measured is the registry's, not a socket's.
+final class CountingSink: EventSink {
+    let delivered = Atomic<Int>(0)
+    func deliver(_ buffer: ByteBuffer, version: UInt64) { delivered.add(1, ordering: .relaxed) }
+    func heartbeat(_ buffer: ByteBuffer) {}
+    func close() {}
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal, .instructions],
+        warmupIterations: 3,
+        scalingFactor: .kilo,
+        maxDuration: .seconds(2),
+        maxIterations: 1_000
+    )
+
+    // Join + leave of an identified visitor in a room that already has 100 subscribers; no grace, so
+    // every pair is a real enter and exit. Events are coalesced (a long update interval), as in a storm.
+    Benchmark("join+leave pair") { benchmark in
+        let registry = PresenceRegistry(configuration: .init(leaveGrace: .zero, updateInterval: .seconds(3600)))
+        let sink = CountingSink()
+        let crowd = (0..<100).map { i in try! registry.join(.room("bench", .room), visitor: .identified("crowd\(i)"), sink: sink) }
+        let ids = (0..<1024).map { "v\($0)" }
+        benchmark.startMeasurement()
+        for i in benchmark.scaledIterations {
+            let sub = try! registry.join(.room("bench", .room), visitor: .identified(ids[i & 1023]), sink: sink)
+            registry.leave(sub)
+        }
+        benchmark.stopMeasurement()
+        for s in crowd { registry.leave(s) }
+    }
+
+    // Encoding one room event (done once per change, whatever the number of subscribers).
+    Benchmark("encode room event") { benchmark in
+        let counts = RoomCounts(room: "article-42", online: 12_345, connections: 15_000, version: 1_795_616_148_495_679)
+        for _ in benchmark.scaledIterations {
+            blackHole(SSEEncoder.roomEvent(counts, format: .room))
+        }
+    }
+
+    // One change fanned out to N in-memory sinks: allocations must not grow with N.
+    for n in [1_000, 15_000] {
+        Benchmark("fan-out one change to \(n) sinks", configuration: .init(scalingFactor: .one)) { benchmark in
+            let registry = PresenceRegistry(configuration: .init(leaveGrace: .zero, updateInterval: .zero, fanoutCostPerSubscriber: .zero))
+            let sinks = (0..<n).map { _ in CountingSink() }
+            let subs = sinks.map { try! registry.join(.room("big", .room), visitor: nil, sink: $0) }
+            var flip = 0
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                // A visitor enters (one change, one fan-out to every watcher), then leaves (another).
+                let s = try! registry.join(.room("big", .room), visitor: .ephemeral("x\(flip & 1)"), sink: sinks[0])
+                registry.leave(s)
+                flip &+= 1
+            }
+            benchmark.stopMeasurement()
+            for s in subs { registry.leave(s) }
+        }
+    }
+}
