@@ -6,6 +6,11 @@ struct VisitorPresence {
     var streams: Int
     /// Set while the visitor has no stream but is inside the leave grace.
     var graceDeadline: ContinuousClock.Instant?
+
+    mutating func addStream() {
+        streams += 1
+        graceDeadline = nil
+    }
 }
 
 /// A pending grace expiry. Entries are never removed early: a stale one is skipped when popped.
@@ -33,6 +38,63 @@ struct Room {
     var subscriberTotal: Int { roomSubscribers.count + legacySubscribers.count }
     var isEmpty: Bool { roomSubscribers.isEmpty && legacySubscribers.isEmpty && visitors.isEmpty && connections == 0 }
     var counts: RoomCounts { RoomCounts(room: name, online: visitors.count, connections: connections, peak: peak, version: version) }
+
+    /// One more stream of `id`; returns whether the visitor is new here and whether the room was empty.
+    mutating func addStream(visitor id: String) -> (isNew: Bool, first: Bool) {
+        connections += 1
+        let before = visitors.count
+        visitors[id, default: VisitorPresence(streams: 0, graceDeadline: nil)].addStream()
+        let isNew = visitors.count > before
+        return (isNew, isNew && before == 0)
+    }
+
+    enum StreamRemoval {
+        case stillPresent
+        case inGrace(ContinuousClock.Instant)
+        case removed(roomEmpty: Bool)
+        case missing
+    }
+
+    mutating func removeStream(visitor id: String, graceUntil: ContinuousClock.Instant?) -> StreamRemoval {
+        connections -= 1
+        guard let i = visitors.index(forKey: id) else {
+            assertionFailure("stream left for a visitor that is not present")
+            return .missing
+        }
+        visitors.values[i].streams -= 1
+        if visitors.values[i].streams > 0 { return .stillPresent }
+        if let deadline = graceUntil {
+            visitors.values[i].graceDeadline = deadline
+            return .inGrace(deadline)
+        }
+        visitors.remove(at: i)
+        return .removed(roomEmpty: visitors.isEmpty)
+    }
+
+    /// Removes `id` if it is still waiting out exactly this grace; returns whether the room became empty,
+    /// or nil when the entry is stale.
+    mutating func expire(visitor id: String, deadline: ContinuousClock.Instant) -> Bool? {
+        guard let i = visitors.index(forKey: id), visitors.values[i].streams == 0, visitors.values[i].graceDeadline == deadline else { return nil }
+        visitors.remove(at: i)
+        return visitors.isEmpty
+    }
+
+    enum ChangeOutcome {
+        case alreadyDirty
+        case deferred
+        case flushNow
+    }
+
+    mutating func noteChange(version: UInt64, now: ContinuousClock.Instant, configuration: PresenceConfiguration) -> ChangeOutcome {
+        self.version = version
+        if visitors.count > peak { peak = visitors.count }
+        if dirty { return .alreadyDirty }
+        if let last = lastBroadcast, now - last < configuration.coalescingInterval(subscribers: subscriberTotal) {
+            dirty = true
+            return .deferred
+        }
+        return .flushNow
+    }
 
     mutating func add(_ sub: Subscription, format: EventFormat) {
         switch format {
@@ -124,56 +186,56 @@ struct State {
     }
 
     // MARK: Streams and visitors
+    //
+    // Each operation looks its room up once (`rooms.index(forKey:)`) and mutates it in place through
+    // `rooms.values[index]`, and hashes a visitor id once per dictionary it touches.
 
     mutating func addStream(room name: String, visitor: VisitorIdentity, now: ContinuousClock.Instant) {
-        rooms[name]!.connections += 1
-        siteConnections += 1
+        let index = rooms.index(forKey: name)!
         let id = visitor.id
-        if var presence = rooms[name]!.visitors[id] {
-            presence.streams += 1
-            presence.graceDeadline = nil
-            rooms[name]!.visitors[id] = presence
-        } else {
-            rooms[name]!.visitors[id] = VisitorPresence(streams: 1, graceDeadline: nil)
-            if rooms[name]!.visitors.count == 1 { occupiedRooms += 1 }
-            siteVisitors[id, default: 0] += 1
-            if siteVisitors.count > peakOnline {
-                peakOnline = siteVisitors.count
-                peakAt = now
-            }
+        let (isNewVisitor, firstVisitor) = rooms.values[index].addStream(visitor: id)
+        siteConnections += 1
+        guard isNewVisitor else { return }
+        if firstVisitor { occupiedRooms += 1 }
+        let before = siteVisitors.count
+        siteVisitors[id, default: 0] += 1
+        if siteVisitors.count > before, siteVisitors.count > peakOnline {
+            peakOnline = siteVisitors.count
+            peakAt = now
         }
     }
 
     mutating func removeStream(room name: String, visitor: VisitorIdentity, graceUntil: ContinuousClock.Instant?) {
-        rooms[name]!.connections -= 1
-        siteConnections -= 1
+        let index = rooms.index(forKey: name)!
         let id = visitor.id
-        guard var presence = rooms[name]!.visitors[id] else {
-            assertionFailure("stream left for a visitor that is not present")
-            return
-        }
-        presence.streams -= 1
-        if presence.streams > 0 {
-            rooms[name]!.visitors[id] = presence
-        } else if let deadline = graceUntil {
-            presence.graceDeadline = deadline
-            rooms[name]!.visitors[id] = presence
+        siteConnections -= 1
+        switch rooms.values[index].removeStream(visitor: id, graceUntil: graceUntil) {
+        case .stillPresent, .missing:
+            break
+        case .inGrace(let deadline):
             graces.insert(GraceEntry(deadline: deadline, room: name, visitor: id))
-        } else {
-            removeVisitor(room: name, id: id)
+        case .removed(let roomEmpty):
+            visitorLeft(id: id, roomEmpty: roomEmpty)
         }
     }
 
-    mutating func removeVisitor(room name: String, id: String) {
-        rooms[name]!.visitors.removeValue(forKey: id)
-        if rooms[name]!.visitors.isEmpty { occupiedRooms -= 1 }
-        if let n = siteVisitors[id] {
-            if n <= 1 { siteVisitors.removeValue(forKey: id) } else { siteVisitors[id] = n - 1 }
+    /// Removes a visitor in grace whose deadline passed; false when the entry was stale.
+    mutating func expireVisitor(room name: String, id: String, deadline: ContinuousClock.Instant) -> Bool {
+        guard let index = rooms.index(forKey: name) else { return false }
+        guard let roomEmpty = rooms.values[index].expire(visitor: id, deadline: deadline) else { return false }
+        visitorLeft(id: id, roomEmpty: roomEmpty)
+        return true
+    }
+
+    private mutating func visitorLeft(id: String, roomEmpty: Bool) {
+        if roomEmpty { occupiedRooms -= 1 }
+        if let i = siteVisitors.index(forKey: id) {
+            if siteVisitors.values[i] <= 1 { siteVisitors.remove(at: i) } else { siteVisitors.values[i] -= 1 }
         }
     }
 
     mutating func collectIfEmpty(_ name: String) {
-        if let room = rooms[name], room.isEmpty, !room.dirty { rooms.removeValue(forKey: name) }
+        if let index = rooms.index(forKey: name), rooms.values[index].isEmpty, !rooms.values[index].dirty { rooms.remove(at: index) }
     }
 
     // MARK: Change notification
@@ -182,21 +244,16 @@ struct State {
     /// leaves it for the next due flush.
     mutating func changed(room name: String, now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work, localChange: Bool = true) {
         let version = nextVersion()
-        rooms[name]!.version = version
-        let online = rooms[name]!.visitors.count
-        if online > rooms[name]!.peak { rooms[name]!.peak = online }
         if localChange { siteChanged(now: now, configuration: configuration, work: &work) }
-        if rooms[name]!.dirty {
+        guard let index = rooms.index(forKey: name) else { return }
+        switch rooms.values[index].noteChange(version: version, now: now, configuration: configuration) {
+        case .alreadyDirty:
             coalescedChanges += 1
-            return
-        }
-        let interval = configuration.coalescingInterval(subscribers: rooms[name]!.subscriberTotal)
-        if let last = rooms[name]!.lastBroadcast, now - last < interval {
-            rooms[name]!.dirty = true
+        case .deferred:
             dirtyRooms.append(name)
-            return
+        case .flushNow:
+            flush(room: name, now: now, work: &work)
         }
-        flush(room: name, now: now, work: &work)
     }
 
     mutating func siteChanged(now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work) {
@@ -214,14 +271,15 @@ struct State {
     }
 
     mutating func flush(room name: String, now: ContinuousClock.Instant, work: inout Work) {
-        guard let room = rooms[name] else { return }
-        rooms[name]!.lastBroadcast = now
-        rooms[name]!.dirty = false
+        guard let index = rooms.index(forKey: name) else { return }
+        rooms.values[index].lastBroadcast = now
+        rooms.values[index].dirty = false
+        let room = rooms.values[index]
         let local = publishLocalState ? LocalRoomState(room: name, connections: room.connections, visitors: Array(room.visitors.keys)) : nil
         work.rooms.append(
             Work.RoomFanout(counts: room.counts, roomSubscribers: room.roomSubscribers, legacySubscribers: room.legacySubscribers, localState: local)
         )
-        collectIfEmpty(name)
+        if room.isEmpty { rooms.remove(at: index) }
     }
 
     mutating func flushSite(now: ContinuousClock.Instant, work: inout Work) {
@@ -233,10 +291,8 @@ struct State {
     mutating func expireGraces(now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work) {
         while let top = graces.min, top.deadline <= now {
             _ = graces.popMin()
-            guard let presence = rooms[top.room]?.visitors[top.visitor], presence.streams == 0, presence.graceDeadline == top.deadline else {
-                continue  // the visitor came back, or this entry was superseded
-            }
-            removeVisitor(room: top.room, id: top.visitor)
+            // A stale entry (the visitor came back, or a later grace superseded it) changes nothing.
+            guard expireVisitor(room: top.room, id: top.visitor, deadline: top.deadline) else { continue }
             changed(room: top.room, now: now, configuration: configuration, work: &work)
         }
     }

@@ -32,33 +32,33 @@ public enum SSEEncoder {
         var buffer = allocator.buffer(capacity: 96 + counts.room.utf8.count)
         switch format {
         case .legacy:
-            buffer.writeString("data: {\"onlineUsers\":")
+            buffer.writeStaticString("data: {\"onlineUsers\":")
             buffer.writeDecimal(counts.online)
-            buffer.writeString("}\n\n")
+            buffer.writeStaticString("}\n\n")
         case .room:
-            buffer.writeString("id: ")
+            buffer.writeStaticString("id: ")
             buffer.writeDecimal(counts.version)
-            buffer.writeString("\ndata: ")
+            buffer.writeStaticString("\ndata: ")
             writeRoomJSON(counts, into: &buffer)
-            buffer.writeString("\n\n")
+            buffer.writeStaticString("\n\n")
         }
         return buffer
     }
 
     /// The JSON object of a room, as used in events and `/api/rooms/{room}`.
     public static func writeRoomJSON(_ counts: RoomCounts, into buffer: inout ByteBuffer, includePeak: Bool = false) {
-        buffer.writeString("{\"room\":\"")
+        buffer.writeStaticString("{\"room\":\"")
         buffer.writeString(counts.room)
-        buffer.writeString("\",\"online\":")
+        buffer.writeStaticString("\",\"online\":")
         buffer.writeDecimal(counts.online)
-        buffer.writeString(",\"connections\":")
+        buffer.writeStaticString(",\"connections\":")
         buffer.writeDecimal(counts.connections)
         if includePeak {
-            buffer.writeString(",\"peak\":")
+            buffer.writeStaticString(",\"peak\":")
             buffer.writeDecimal(counts.peak)
         }
-        if counts.partial { buffer.writeString(",\"partial\":true") }
-        buffer.writeString("}")
+        if counts.partial { buffer.writeStaticString(",\"partial\":true") }
+        buffer.writeStaticString("}")
     }
 
     /// One site-totals event.
@@ -79,28 +79,26 @@ public enum SSEEncoder {
 }
 
 extension ByteBuffer {
-    /// Writes a non-negative or negative integer in decimal without allocating a String.
+    /// Writes an integer in decimal without allocating a String: digits go to a small stack buffer and
+    /// are written with one copy.
     @inlinable
     public mutating func writeDecimal<T: BinaryInteger>(_ value: T) {
-        if value == 0 {
-            self.writeInteger(UInt8(ascii: "0"))
-            return
-        }
         var v = UInt64(truncatingIfNeeded: value.magnitude)
-        if value < 0 { self.writeInteger(UInt8(ascii: "-")) }
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch, enough for 20 digits
-        var count = 0
-        withUnsafeMutableBytes(of: &digits) { raw in
-            while v > 0 {
-                raw[count] = UInt8(ascii: "0") &+ UInt8(v % 10)
-                v /= 10
-                count += 1
-            }
-            var i = count - 1
-            while i >= 0 {
-                self.writeInteger(raw[i])
+        let negative = value < 0
+        // 20 digits and a sign fit in 24 bytes.
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &scratch) { raw in
+            var i = raw.count
+            repeat {
                 i -= 1
+                raw[i] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: v % 10)
+                v /= 10
+            } while v > 0
+            if negative {
+                i -= 1
+                raw[i] = UInt8(ascii: "-")
             }
+            self.writeBytes(UnsafeRawBufferPointer(rebasing: raw[i...]))
         }
     }
 }
