@@ -39,6 +39,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
 /// Turns every error into a JSON error body and logs it: 4xx at info, 5xx at error.
 struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: HeadcountMetrics
+    let limiter: LogLimiter
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -64,9 +65,12 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             }
             metrics.rejected(reason ?? RejectReason(status: status))
             let level: Logger.Level = status.code >= 500 && status != .serviceUnavailable ? .error : .info
-            context.logger.log(
+            let why = reason ?? RejectReason(status: status)
+            limiter.log(
+                context.logger,
                 level: level,
                 "request rejected",
+                reason: why.rawValue,
                 metadata: [
                     "headcount.status": "\(status.code)",
                     "headcount.reason": "\(message)",

@@ -103,7 +103,7 @@ func buildRouter(_ configuration: HeadcountConfiguration, hub: StreamHub) -> Rou
     let router = Router(context: HeadcountRequestContext.self)
     // Middleware wraps only routes added after it: add it first.
     router.add(middleware: HeadcountCORSMiddleware(allowOrigins: configuration.allowOrigins))
-    router.add(middleware: JSONErrorMiddleware(metrics: hub.metrics))
+    router.add(middleware: JSONErrorMiddleware(metrics: hub.metrics, limiter: hub.logLimiter))
     router.add(middleware: URILengthMiddleware())
     StreamController(hub: hub).addRoutes(to: router)
     APIController(registry: registry, policy: hub.policy).addRoutes(to: router)

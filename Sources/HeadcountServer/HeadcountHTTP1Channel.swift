@@ -219,7 +219,7 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
             ? (.requestHeaderFieldsTooLarge, "request head is larger than \(AccessPolicy.maxHeaderBytes) bytes", .headerTooLarge)
             : (.badRequest, "malformed HTTP request", .badRequest)
         hub.metrics.rejected(reason)
-        hub.logger.info("request rejected", metadata: ["headcount.status": "\(status.code)", "headcount.reason": "\(message)"])
+        hub.logLimiter.log(hub.logger, level: .info, "request rejected", reason: reason.rawValue, metadata: ["headcount.status": "\(status.code)", "headcount.reason": "\(message)"])
         let body = ByteBuffer(string: JSON.object(["error": .string(message)]).serialized)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Connection", "close")])
         headers.add(name: "Content-Length", value: "\(body.readableBytes)")

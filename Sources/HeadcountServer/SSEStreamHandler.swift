@@ -155,7 +155,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         leaveReason = .slowReader
         closing = true
         pending = nil
-        hub.logger.info("dropped a stream that stopped reading", metadata: ["headcount.reason": "slow_reader"])
+        hub.logLimiter.log(hub.logger, level: .info, "dropped a stream that stopped reading", reason: "slow_reader", metadata: ["headcount.reason": "slow_reader"])
         context.close(promise: nil)
     }
 

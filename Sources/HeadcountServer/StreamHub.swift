@@ -14,6 +14,8 @@ final class StreamHub: Sendable {
     let history: HistoryStore
     let metrics: HeadcountMetrics
     let policy: AccessPolicy
+    /// Rejections and drops are logged at info, at most 10 lines a second per reason (the rest counted).
+    let logLimiter = LogLimiter(perSecond: 10)
     let startedAt = ContinuousClock.now
     private let loops = Mutex<[ObjectIdentifier: LoopStreams]>([:])
     /// Streams open in the route shape.
