@@ -170,6 +170,9 @@ struct State {
     var shuttingDown = false
     var publishLocalState = false
     var coalescedChanges = 0
+    /// Global fan-out budget, in deliveries (a token bucket): see `PresenceConfiguration.fanoutBudget`.
+    var budgetTokens = Double.infinity
+    var budgetRefilledAt: ContinuousClock.Instant?
 
     init(sequence: UInt64) {
         self.sequence = sequence
@@ -252,8 +255,28 @@ struct State {
         case .deferred:
             dirtyRooms.append(name)
         case .flushNow:
-            flush(room: name, now: now, work: &work)
+            if spend(rooms.values[index].subscriberTotal, now: now, configuration: configuration) {
+                flush(room: name, now: now, work: &work)
+            } else {
+                rooms.values[index].dirty = true
+                dirtyRooms.append(name)
+            }
         }
+    }
+
+    /// Takes `deliveries` from the global fan-out budget if any is left (the bucket may go negative by
+    /// one flush, so a room larger than the bucket still goes out; later flushes wait for the refill).
+    mutating func spend(_ deliveries: Int, now: ContinuousClock.Instant, configuration: PresenceConfiguration) -> Bool {
+        guard let budget = configuration.fanoutBudget else { return true }
+        if let last = budgetRefilledAt {
+            budgetTokens = min(budget.burst, budgetTokens + budget.perSecond * (now - last).seconds)
+        } else {
+            budgetTokens = budget.burst
+        }
+        budgetRefilledAt = now
+        guard budgetTokens > 0 || deliveries == 0 else { return false }
+        budgetTokens -= Double(deliveries)
+        return true
     }
 
     mutating func siteChanged(now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work) {
@@ -264,6 +287,10 @@ struct State {
         }
         let interval = configuration.coalescingInterval(subscribers: siteSubscribers.count)
         if let last = siteLastBroadcast, now - last < interval {
+            siteDirty = true
+            return
+        }
+        guard spend(siteSubscribers.count, now: now, configuration: configuration) else {
             siteDirty = true
             return
         }
@@ -305,8 +332,10 @@ struct State {
                 let interval = configuration.coalescingInterval(subscribers: room.subscriberTotal)
                 if let last = room.lastBroadcast, now - last < interval {
                     stillDirty.append(name)
-                } else {
+                } else if spend(room.subscriberTotal, now: now, configuration: configuration) {
                     flush(room: name, now: now, work: &work)
+                } else {
+                    stillDirty.append(name)  // waits for the budget, keeping its place in line
                 }
             }
             dirtyRooms = stillDirty
@@ -314,6 +343,7 @@ struct State {
         if siteDirty {
             let interval = configuration.coalescingInterval(subscribers: siteSubscribers.count)
             if let last = siteLastBroadcast, now - last < interval { return }
+            guard spend(siteSubscribers.count, now: now, configuration: configuration) else { return }
             flushSite(now: now, work: &work)
         }
     }

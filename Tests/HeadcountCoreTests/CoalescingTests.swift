@@ -213,3 +213,45 @@ import Testing
         #expect(!h.registry.hasPendingWork)
     }
 }
+
+@Suite("Global fan-out budget")
+struct FanoutBudgetTests {
+    @Test("many busy rooms together never take more deliveries a second than the budget allows")
+    func budgetAcrossRooms() throws {
+        // 20 µs per delivery and 0.2 of a core: 10,000 deliveries a second, bursts of 2,500. Rooms alone
+        // (10 ms interval) would deliver ten times that.
+        let h = Harness(updateInterval: .milliseconds(10), fanoutCostPerSubscriber: .microseconds(20), fanoutCoreShare: 0.2)
+        let budget = try #require(h.configuration.fanoutBudget)
+        #expect(abs(budget.perSecond - 10_000) < 1)
+        var sinks: [TestSink] = []
+        for r in 0..<20 {
+            for _ in 0..<50 { sinks.append(try h.join("room-\(r)", nil).1) }
+        }
+        let before = sinks.reduce(0) { $0 + $1.rawCount }
+        // A storm: every room changes every 10 ms for one simulated second.
+        var visitors: [Subscription] = []
+        for step in 0..<100 {
+            for r in 0..<20 { visitors.append(try h.join("room-\(r)", .ephemeral("v\(step)-\(r)")).0) }
+            h.clock.advance(by: .milliseconds(10))
+            h.registry.tick()
+        }
+        let delivered = sinks.reduce(0) { $0 + $1.rawCount } - before
+        #expect(Double(delivered) <= budget.perSecond * 1 + budget.burst + 1_000, "delivered \(delivered)")
+        #expect(delivered > 0)
+        // Every room still ends on its true count once the storm is over.
+        for _ in 0..<10 {
+            h.clock.advance(by: .milliseconds(500))
+            h.registry.tick()
+        }
+        for r in 0..<20 {
+            #expect(h.registry.localCounts(room: "room-\(r)").online == 100)
+            #expect(sinks[r * 50].lastText?.contains("\"online\":100") == true, "room-\(r) ended on \(sinks[r * 50].lastText ?? "nothing")")
+        }
+        for v in visitors { h.registry.leave(v) }
+    }
+
+    @Test("a zero cost disables the budget")
+    func noBudget() {
+        #expect(PresenceConfiguration(fanoutCostPerSubscriber: .zero).fanoutBudget == nil)
+    }
+}

@@ -9,7 +9,7 @@ import Testing
         #expect(PresenceConfiguration.defaultLeaveGrace == .seconds(3))
         #expect(PresenceConfiguration.defaultUpdateInterval == .milliseconds(100))
         #expect(c.fanoutCostPerSubscriber == .nanoseconds(4_000))
-        #expect(c.fanoutCoreShare == 0.5)
+        #expect(c.fanoutCoreShare == 0.25)
         #expect(c.maxRooms == 100_000)
         #expect(c.startWallTime == 0)
         #expect(c.initialSequence == 0)
