@@ -140,8 +140,8 @@ struct IPRange: Sendable {
     let prefix: Int
 
     init?(_ text: String) {
-        let parts = text.split(separator: "/", maxSplits: 1)
-        guard let address = IPRange.parseAddress(String(parts[0])) else { return nil }
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count >= 1, !parts[0].isEmpty, let address = IPRange.parseAddress(String(parts[0])) else { return nil }
         let bits = address.count * 8
         if parts.count == 2 {
             guard let p = Int(parts[1]), (0...bits).contains(p) else { return nil }

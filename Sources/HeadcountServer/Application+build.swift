@@ -44,7 +44,7 @@ public func buildApplication(
     let registry = PresenceRegistry(configuration: presenceConfiguration, backplane: backplane, observer: metrics)
     let hub = StreamHub(registry: registry, configuration: configuration, metrics: metrics, logger: logger)
     let router = buildRouter(configuration, hub: hub)
-    let presence = PresenceService(registry: registry, history: hub.history, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, logger: logger)
+    let presence = PresenceService(registry: registry, history: hub.history, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, drain: configuration.drain, openStreams: { hub.streamCount }, logger: logger)
     let server: HTTPServerBuilder
     if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
         // HTTPS: HTTP/2 by ALPN (many streams share one connection), HTTP/1.1 otherwise. Streams use the

@@ -149,13 +149,15 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .streamWaitingForEnd(let plan, let head):
             if case .end = unwrapInboundIn(data) { becomeStream(context: context, plan: plan, head: head) }
         case .waitingForHead:
-            timeout?.cancel()
-            timeout = nil
             guard fastPath, case .head(let head) = unwrapInboundIn(data), let plan = acceptableStream(head, context: context) else {
+                timeout?.cancel()
+                timeout = nil
                 state = .buffering([data])
                 mode.succeed(.http)
                 return
             }
+            // The first-request timeout keeps running until the request is complete: a stream request that
+            // announces a body and never sends it is closed, and its stream slot released.
             state = .streamWaitingForEnd(plan, head)
         }
     }
@@ -234,6 +236,8 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func becomeStream(context: ChannelHandlerContext, plan: SSEPlan, head: HTTPRequestHead) {
         state = .done
+        timeout?.cancel()
+        timeout = nil
         let chunked = head.version.minor >= 1
         let origin = head.headers.first(name: "origin")
         let response = SSEStreamHandler.responseHead(

@@ -10,6 +10,8 @@ struct PresenceService: Service {
     let history: HistoryStore
     let tickInterval: Duration
     let heartbeatInterval: Duration
+    let drain: Duration
+    let openStreams: @Sendable () -> Int
     let logger: Logger
 
     func run() async throws {
@@ -35,6 +37,12 @@ struct PresenceService: Service {
                 }
             }
             try? await gracefulShutdown()
+            // The HTTP server has stopped accepting. Streams on the NIO path hold no task, so the server
+            // does not wait for them: give them the drain window to close at their spread-out moments.
+            let deadline = ContinuousClock.now + drain + .seconds(1)
+            while openStreams() > 0 && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
             group.cancelAll()
         }
         let open = registry.shutdown()

@@ -89,7 +89,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         if let sub = subscription {
             subscription = nil
             hub.registry.leave(sub)
-            hub.metrics.left(leaveReason)
+            if plan.visitor != nil { hub.metrics.left(leaveReason) }  // counted streams only, as joins
         }
         group?.remove(self)
         group = nil
