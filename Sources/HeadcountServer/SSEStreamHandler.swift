@@ -90,6 +90,9 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
             subscription = nil
             hub.registry.leave(sub)
             if plan.visitor != nil { hub.metrics.left(leaveReason) }  // counted streams only, as joins
+            if leaveReason == .deadPeer || leaveReason == .writeFailure {
+                hub.logLimiter.log(hub.logger, level: .info, "dropped a stream", reason: leaveReason.rawValue, metadata: ["headcount.reason": "\(leaveReason.rawValue)"])
+            }
         }
         group?.remove(self)
         group = nil
