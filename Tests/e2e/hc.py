@@ -80,7 +80,12 @@ class Server:
         self.host = host
         self.log_path = os.path.join(WORK, f"{name}.log")
         self.logf = open(self.log_path, "w")
-        cmd = [BIN, "serve", "--host", host, "--port", "0", *args]
+        # A free port of the address, picked here so that readiness can be seen without the info-level log.
+        probe = socket.socket()
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        cmd = [BIN, "serve", "--host", host, "--port", str(port), *args]
         log(f"  start: {' '.join(cmd)}")
         self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         _started.append(self.proc)
@@ -89,14 +94,16 @@ class Server:
             f.write(f"{self.proc.pid}\n")
         self.pid = self.proc.pid
         self.port = None
-        pattern = re.compile(r"Headcount ready at http://" + re.escape(host) + r":(\d+)/")
         end = time.monotonic() + start_timeout
         while time.monotonic() < end and self.proc.poll() is None:
-            with open(self.log_path) as f:
-                m = pattern.search(f.read())
-            if m:
-                self.port = int(m.group(1))
-                break
+            try:
+                with socket.create_connection((host, port), timeout=2) as s:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        self.port = port
+                        break
+            except OSError:
+                pass
             time.sleep(0.05)
         if self.port is None:
             self.kill()

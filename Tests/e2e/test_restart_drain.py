@@ -5,9 +5,7 @@
 One process holds every subscriber on non-blocking sockets behind a selector.
 """
 
-import json
 import os
-import re
 import selectors
 import signal
 import socket
@@ -128,7 +126,7 @@ def body(r):
             buckets[min(len(buckets) - 1, int(e * 2))] += 1
         hc.log(f"  closes per 0.5 s after SIGTERM: {buckets}")
         r.note(f"{SUBSCRIBERS} streams closed over {min(ends):.2f}..{last:.2f} s after SIGTERM (p10 {p10:.2f}, p50 {p50:.2f}, "
-               f"p90 {p90:.2f} s; drain {DRAIN:.0f} s), all with the final chunk; retry: {min(retries)}..{max(retries)} ms "
+               f"p90 {p90:.2f} s; drain {DRAIN:.0f} s), {len(subs) - unclean} with the final chunk; retry: {min(retries)}..{max(retries)} ms "
                f"(p10 {rp10}, p90 {rp90}, {distinct} distinct); exit {code}")
     finally:
         for s in subs:
