@@ -83,6 +83,9 @@ public struct HeadcountConfiguration: Sendable {
 }
 
 extension HeadcountConfiguration {
+    /// Whether this build can join a cluster (`--postgres`).
+    public static let clusterAvailable = false
+
     /// Whether `text` is an IP address or CIDR accepted by `--trusted-proxy`.
     public static func isValidProxy(_ text: String) -> Bool { IPRange(text) != nil }
 }

@@ -148,6 +148,9 @@ struct Serve: AsyncParsableCommand {
         c.tlsKey = env.string(tlsKey, "TLS_KEY")
         if (c.tlsCertificate == nil) != (c.tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         c.postgresURL = env.string(postgres, "POSTGRES")
+        if c.postgresURL != nil && !HeadcountConfiguration.clusterAvailable {
+            throw ValidationError("--postgres: the PostgreSQL cluster backplane is not in this build yet; run without it (in memory)")
+        }
         c.nodeTTL = try env.duration(nodeTTL, "NODE_TTL", positive: true) ?? c.nodeTTL
         c.exactVisitors = try env.int(exactVisitors, "EXACT_VISITORS", range: 0...1_000_000) ?? c.exactVisitors
         if let shape = env.string(streamShape, "STREAM_SHAPE") {
