@@ -7,7 +7,7 @@ import NIOCore
 /// timer for all of them. Touched only on its event loop (except `count`).
 final class LoopStreams: @unchecked Sendable {
     let eventLoop: any EventLoop
-    unowned let hub: StreamHub
+    let hub: StreamHub
     private var groups: [SubscriptionTarget: LoopGroup] = [:]
     private var streams: ContiguousArray<SSEStreamHandler> = []
     private var heartbeatTask: RepeatedTask?
@@ -99,7 +99,7 @@ final class LoopStreams: @unchecked Sendable {
 /// costs one hop per event loop, and the group writes the same bytes to each member on its loop.
 final class LoopGroup: EventSink, @unchecked Sendable {
     let target: SubscriptionTarget
-    unowned let loop: LoopStreams
+    let loop: LoopStreams
     var members: ContiguousArray<SSEStreamHandler> = []
     var subscription: Subscription?
 

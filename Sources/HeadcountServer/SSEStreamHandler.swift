@@ -15,7 +15,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     let plan: SSEPlan
     let chunked: Bool
     let head: ByteBuffer
-    unowned let hub: StreamHub
+    let hub: StreamHub
     var context: ChannelHandlerContext?
     var subscription: Subscription?
     var group: LoopGroup?
