@@ -37,11 +37,31 @@ public func buildApplication(
 ) throws -> HeadcountApp {
     let presenceConfiguration = configuration.presence(startWallTime: Date().timeIntervalSince1970)
     // MARK: cluster wiring (begin)
-    let backplane: any Backplane = LocalBackplane()
-    let extraServices: [any Service] = []
+    // With --postgres the node joins a cluster: `PostgresBackplane.start` validates the URL, connects,
+    // creates the tables and reads the cluster's key within a bounded time, or throws a ClusterError whose
+    // message `headcount serve` prints before exiting non-zero.
+    let backplane: any Backplane
+    var extraServices: [any Service] = []
+    var cluster: PostgresBackplane?
+    if let postgresURL = configuration.postgresURL {
+        let clusterConfiguration = ClusterConfiguration(
+            postgresURL: postgresURL,
+            nodeTTL: configuration.nodeTTL,
+            exactVisitors: configuration.exactVisitors,
+            resyncInterval: configuration.resyncInterval,
+            nodeInfo: "pid \(ProcessInfo.processInfo.processIdentifier), \(configuration.host):\(configuration.port)"
+        )
+        let postgres = try PostgresBackplane.start(configuration: clusterConfiguration, logger: logger)
+        cluster = postgres
+        backplane = postgres
+        extraServices.append(postgres)
+    } else {
+        backplane = LocalBackplane()
+    }
     // MARK: cluster wiring (end)
     let metrics = HeadcountMetrics()
     let registry = PresenceRegistry(configuration: presenceConfiguration, backplane: backplane, observer: metrics)
+    cluster?.attach(registry)  // cluster wiring: remote changes fan out through this registry
     let hub = StreamHub(registry: registry, configuration: configuration, metrics: metrics, logger: logger)
     let router = buildRouter(configuration, hub: hub)
     let presence = PresenceService(registry: registry, history: hub.history, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, drain: configuration.drain, openStreams: { hub.streamCount }, logger: logger)

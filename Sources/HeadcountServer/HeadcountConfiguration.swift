@@ -84,7 +84,7 @@ public struct HeadcountConfiguration: Sendable {
 
 extension HeadcountConfiguration {
     /// Whether this build can join a cluster (`--postgres`).
-    public static let clusterAvailable = false
+    public static let clusterAvailable = true
 
     /// Whether `text` is an IP address or CIDR accepted by `--trusted-proxy`.
     public static func isValidProxy(_ text: String) -> Bool { IPRange(text) != nil }
