@@ -18,4 +18,13 @@ public protocol EventSink: AnyObject, Sendable {
     /// End the stream (server shutdown, subscriber dropped). Idempotent. The stream's owner then leaves
     /// the registry.
     func close()
+
+    /// Whether this sink only relays events to streams that joined the registry on their own (a NIO
+    /// event loop's group). A relay is not counted in the audience that sizes coalescing and the fan-out
+    /// budget: its streams are, one each.
+    var isRelay: Bool { get }
+}
+
+extension EventSink {
+    public var isRelay: Bool { false }
 }

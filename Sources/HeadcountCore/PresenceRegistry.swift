@@ -59,6 +59,7 @@ public final class PresenceRegistry: Sendable {
             var work = Work()
             switch target {
             case .site:
+                state.siteAudience += sub.audience
                 if sink != nil {
                     sub.index = state.siteSubscribers.count
                     state.siteSubscribers.append(sub)
@@ -73,7 +74,7 @@ public final class PresenceRegistry: Sendable {
                     state.rooms[name] = room
                 }
                 state.subscriberCount += 1
-                if sink != nil { state.rooms[name]!.add(sub, format: format) }
+                state.rooms[name]!.add(sub, format: format)
                 if let visitor = sub.visitor {
                     state.addStream(room: name, visitor: visitor, now: now)
                     state.changed(room: name, now: now, configuration: configuration, work: &work)
@@ -100,9 +101,10 @@ public final class PresenceRegistry: Sendable {
             var work = Work()
             switch subscription.target {
             case .site:
+                state.siteAudience -= subscription.audience
                 if subscription.sink != nil { state.siteSubscribers.swapRemove(subscription) }
             case .room(let name, let format):
-                if subscription.sink != nil { state.rooms[name]!.remove(subscription, format: format) }
+                state.rooms[name]?.remove(subscription, format: format)
                 if let visitor = subscription.visitor {
                     let grace = visitor.hasGrace && configuration.leaveGrace > .zero
                     state.removeStream(room: name, visitor: visitor, graceUntil: grace ? now + configuration.leaveGrace : nil)

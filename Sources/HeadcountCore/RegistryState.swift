@@ -26,6 +26,9 @@ struct Room {
     let name: String
     var roomSubscribers: ContiguousArray<Subscription> = []
     var legacySubscribers: ContiguousArray<Subscription> = []
+    /// Streams that receive this room's events, however they are delivered (one by one, or through a
+    /// per-event-loop relay): what one event costs, and so what sizes coalescing and the fan-out budget.
+    var audience = 0
     var connections = 0
     var visitors: [String: VisitorPresence] = [:]
     var version: UInt64 = 0
@@ -35,8 +38,7 @@ struct Room {
 
     init(name: String) { self.name = name }
 
-    var subscriberTotal: Int { roomSubscribers.count + legacySubscribers.count }
-    var isEmpty: Bool { roomSubscribers.isEmpty && legacySubscribers.isEmpty && visitors.isEmpty && connections == 0 }
+    var isEmpty: Bool { audience == 0 && roomSubscribers.isEmpty && legacySubscribers.isEmpty && visitors.isEmpty && connections == 0 }
     var counts: RoomCounts { RoomCounts(room: name, online: visitors.count, connections: connections, peak: peak, version: version) }
 
     /// One more stream of `id`; returns whether the visitor is new here and whether the room was empty.
@@ -89,14 +91,17 @@ struct Room {
         self.version = version
         if visitors.count > peak { peak = visitors.count }
         if dirty { return .alreadyDirty }
-        if let last = lastBroadcast, now - last < configuration.coalescingInterval(subscribers: subscriberTotal) {
+        if let last = lastBroadcast, now - last < configuration.coalescingInterval(subscribers: audience) {
             dirty = true
             return .deferred
         }
         return .flushNow
     }
 
+    /// Adds a subscriber that has a sink; a sink-less one (delivered through a relay) only joins the audience.
     mutating func add(_ sub: Subscription, format: EventFormat) {
+        audience += sub.audience
+        guard sub.sink != nil else { return }
         switch format {
         case .room:
             sub.index = roomSubscribers.count
@@ -108,6 +113,8 @@ struct Room {
     }
 
     mutating func remove(_ sub: Subscription, format: EventFormat) {
+        audience -= sub.audience
+        guard sub.sink != nil else { return }
         switch format {
         case .room: roomSubscribers.swapRemove(sub)
         case .legacy: legacySubscribers.swapRemove(sub)
@@ -153,6 +160,8 @@ struct Work {
 struct State {
     var rooms: [String: Room] = [:]
     var siteSubscribers: ContiguousArray<Subscription> = []
+    /// Streams that receive site events (see `Room.audience`).
+    var siteAudience = 0
     /// Visitor id → number of rooms where the visitor is counted.
     var siteVisitors: [String: Int] = [:]
     var siteConnections = 0
@@ -255,7 +264,7 @@ struct State {
         case .deferred:
             dirtyRooms.append(name)
         case .flushNow:
-            if spend(rooms.values[index].subscriberTotal, now: now, configuration: configuration) {
+            if spend(rooms.values[index].audience, now: now, configuration: configuration) {
                 flush(room: name, now: now, work: &work)
             } else {
                 rooms.values[index].dirty = true
@@ -285,12 +294,12 @@ struct State {
             coalescedChanges += 1
             return
         }
-        let interval = configuration.coalescingInterval(subscribers: siteSubscribers.count)
+        let interval = configuration.coalescingInterval(subscribers: siteAudience)
         if let last = siteLastBroadcast, now - last < interval {
             siteDirty = true
             return
         }
-        guard spend(siteSubscribers.count, now: now, configuration: configuration) else {
+        guard spend(siteAudience, now: now, configuration: configuration) else {
             siteDirty = true
             return
         }
@@ -329,10 +338,10 @@ struct State {
             var stillDirty: [String] = []
             for name in dirtyRooms {
                 guard let room = rooms[name], room.dirty else { continue }
-                let interval = configuration.coalescingInterval(subscribers: room.subscriberTotal)
+                let interval = configuration.coalescingInterval(subscribers: room.audience)
                 if let last = room.lastBroadcast, now - last < interval {
                     stillDirty.append(name)
-                } else if spend(room.subscriberTotal, now: now, configuration: configuration) {
+                } else if spend(room.audience, now: now, configuration: configuration) {
                     flush(room: name, now: now, work: &work)
                 } else {
                     stillDirty.append(name)  // waits for the budget, keeping its place in line
@@ -341,9 +350,9 @@ struct State {
             dirtyRooms = stillDirty
         }
         if siteDirty {
-            let interval = configuration.coalescingInterval(subscribers: siteSubscribers.count)
+            let interval = configuration.coalescingInterval(subscribers: siteAudience)
             if let last = siteLastBroadcast, now - last < interval { return }
-            guard spend(siteSubscribers.count, now: now, configuration: configuration) else { return }
+            guard spend(siteAudience, now: now, configuration: configuration) else { return }
             flushSite(now: now, work: &work)
         }
     }

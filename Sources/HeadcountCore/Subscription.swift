@@ -40,12 +40,16 @@ public final class Subscription: @unchecked Sendable {
     var index: Int = -1
     /// False once left; guarded by the registry lock.
     var active: Bool = true
+    /// 1 when this subscription is one stream that receives events (itself, or through a relay), 0 for
+    /// a relay: what it adds to its room's audience.
+    let audience: Int
 
     init(id: UInt64, target: SubscriptionTarget, visitor: VisitorIdentity?, sink: (any EventSink)?) {
         self.id = id
         self.target = target
         self.visitor = visitor
         self.sink = sink
+        self.audience = sink?.isRelay == true ? 0 : 1
     }
 
     public var room: String? {

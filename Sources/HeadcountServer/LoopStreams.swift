@@ -85,7 +85,7 @@ final class LoopStreams: @unchecked Sendable {
         }
     }
 
-    /// A heartbeat to every stream that wrote nothing since the last one.
+    /// A heartbeat to every stream that is not backed up (a backed-up one is already timing out).
     private func heartbeat() {
         var sent = 0
         for stream in streams where stream.heartbeatTick(raw: heartbeatRaw, chunked: heartbeatChunked) { sent += 1 }
@@ -141,6 +141,10 @@ final class LoopGroup: EventSink, @unchecked Sendable {
     func heartbeat(_ buffer: ByteBuffer) {
         // The loop's own timer sends heartbeats.
     }
+
+    /// The group's streams joined the registry one by one (without a sink): they, not the group, are the
+    /// room's audience.
+    var isRelay: Bool { true }
 
     func close() {
         loop.eventLoop.execute {

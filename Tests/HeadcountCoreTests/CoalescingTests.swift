@@ -1,4 +1,5 @@
 import HeadcountCore
+import NIOCore
 import Testing
 
 @Suite struct CoalescingTests {
@@ -253,5 +254,48 @@ struct FanoutBudgetTests {
     @Test("a zero cost disables the budget")
     func noBudget() {
         #expect(PresenceConfiguration(fanoutCostPerSubscriber: .zero).fanoutBudget == nil)
+    }
+
+    /// A sink that relays to streams that joined on their own, as a NIO event loop's group does.
+    final class RelaySink: EventSink {
+        let inner = TestSink()
+        func deliver(_ buffer: ByteBuffer, version: UInt64) { inner.deliver(buffer, version: version) }
+        func heartbeat(_ buffer: ByteBuffer) {}
+        func close() {}
+        var isRelay: Bool { true }
+    }
+
+    @Test("streams delivered through a relay size the interval one each, the relay itself not at all")
+    func relayedStreamsCountInTheAudience() throws {
+        // 4 µs per delivery at 0.5 of a core: 25,000 streams stretch the interval to 200 ms.
+        let h = Harness(updateInterval: .milliseconds(100), fanoutCostPerSubscriber: .nanoseconds(4_000), fanoutCoreShare: 0.5)
+        let relay = RelaySink()
+        let relaySub = try h.registry.join(.room("big", .room), visitor: nil, sink: relay)
+        var streams: [Subscription] = []
+        for i in 0..<25_000 {
+            // As an NIO stream joins: counted, its initial event to itself, later ones through the relay.
+            streams.append(try h.registry.join(.room("big", .room), visitor: .ephemeral("s\(i)"), initialTo: TestSink()))
+        }
+        h.advanceAndTick(.seconds(10))  // the storm's last change goes out, the budget refills
+        h.advanceAndTick(.seconds(1))   // then a quiet second
+        let before = relay.inner.eventCount
+        try h.join("big", .ephemeral("one-more"))
+        #expect(relay.inner.eventCount == before + 1, "the first change after a quiet period goes out at once")
+        try h.join("big", .ephemeral("two-more"))
+        h.advanceAndTick(.milliseconds(150))
+        #expect(relay.inner.eventCount == before + 1, "25,000 relayed streams stretch the interval past 100 ms")
+        h.advanceAndTick(.milliseconds(60))
+        #expect(relay.inner.eventCount == before + 2, "and the held change goes out at 200 ms")
+
+        // The relay alone (no streams behind it) is a room of no audience: plain update interval.
+        for sub in streams { h.registry.leave(sub) }
+        h.advanceAndTick(.seconds(10))
+        h.advanceAndTick(.seconds(1))
+        let quiet = relay.inner.eventCount
+        try h.join("big", .ephemeral("x"))
+        try h.join("big", .ephemeral("y"))
+        h.advanceAndTick(.milliseconds(100))
+        #expect(relay.inner.eventCount == quiet + 2)
+        h.registry.leave(relaySub)
     }
 }
