@@ -41,7 +41,7 @@ struct HeadcountHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
-            DeadPeerDetection.configure(channel, timeout: hub.configuration.deadPeerTimeout)
+            DeadPeerDetection.configure(channel, timeout: hub.configuration.deadPeerTimeout, heartbeat: hub.configuration.heartbeat)
             let sync = channel.pipeline.syncOperations
             let encoder = HTTPResponseEncoder(configuration: .init())
             let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits))
@@ -264,10 +264,23 @@ final class HTTPEntryHandler: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// TCP keepalive and TCP_USER_TIMEOUT on accepted sockets: a peer that vanished without FIN or RST (cable
-/// pulled, laptop lid, phone out of coverage) is noticed within `timeout`. Heartbeat writes make
-/// TCP_USER_TIMEOUT fire on streams; keepalive probes cover connections with nothing to send.
+/// pulled, laptop lid, phone out of coverage) is noticed within `timeout`.
+///
+/// TCP_USER_TIMEOUT counts from the oldest unacknowledged write, and every stream writes at least once per
+/// `heartbeat` (the loop's timer heartbeats every stream). After the peer vanishes the next write comes
+/// within one heartbeat, so the user timeout is 90 % of `timeout - heartbeat` (the rest is margin for the
+/// retransmission timer and the leave's own event) and the leave is seen within `timeout`. When the
+/// heartbeat is more than half the timeout, the user timeout is 90 % of half the timeout and the bound is
+/// heartbeat + timeout/2. Keepalive probes cover connections with nothing to send.
 enum DeadPeerDetection {
-    static func configure(_ channel: any Channel, timeout: Duration) {
+    /// The TCP_USER_TIMEOUT for a dead-peer timeout and heartbeat interval, in milliseconds.
+    static func userTimeoutMilliseconds(timeout: Duration, heartbeat: Duration) -> Int32 {
+        let total = timeout.seconds
+        let user = max(total - heartbeat.seconds, total / 2) * 0.9
+        return Int32((max(0.5, user) * 1000).rounded())
+    }
+
+    static func configure(_ channel: any Channel, timeout: Duration, heartbeat: Duration) {
         guard timeout > .zero, let options = channel.syncOptions else { return }
         let seconds = max(1, Int32(timeout.seconds.rounded()))
         let tcp = NIOBSDSocket.OptionLevel(rawValue: CInt(IPPROTO_TCP))
@@ -280,6 +293,6 @@ enum DeadPeerDetection {
         set(CInt(TCP_KEEPIDLE), idle)
         set(CInt(TCP_KEEPINTVL), max(1, (seconds - idle) / count))
         set(CInt(TCP_KEEPCNT), count)
-        set(CInt(TCP_USER_TIMEOUT), seconds * 1000)
+        set(CInt(TCP_USER_TIMEOUT), userTimeoutMilliseconds(timeout: timeout, heartbeat: heartbeat))
     }
 }

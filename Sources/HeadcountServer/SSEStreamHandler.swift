@@ -25,8 +25,9 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     var lastVersion: UInt64?
     /// Newest event not yet written because the channel was not writable.
     var pending: (raw: ByteBuffer, chunked: ByteBuffer)?
-    var wroteSinceHeartbeat = true
     var closing = false
+    /// Set once the stream has left: a fan-out already under way skips it.
+    var left = false
     var leaveReason = LeaveReason.closed
     /// Since when the socket has refused more bytes (nil while writable).
     var blockedSince: NIODeadline?
@@ -86,6 +87,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
 
     /// Leaves the registry and the loop's groups; runs once, on every exit path.
     private func leave() {
+        left = true
         if let sub = subscription {
             subscription = nil
             hub.registry.leave(sub)
@@ -166,7 +168,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     /// whether the event was taken (not a duplicate or stale one).
     @discardableResult
     func send(raw: ByteBuffer, chunked framed: ByteBuffer, version: UInt64) -> Bool {
-        guard context != nil, !closing else { return false }
+        guard context != nil, !closing, !left else { return false }
         if let last = lastVersion, version <= last { return false }
         lastVersion = version
         write(raw: raw, chunked: framed)
@@ -177,7 +179,6 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         guard let context else { return }
         if context.channel.isWritable {
             context.writeAndFlush(NIOAny(chunked ? framed : raw), promise: nil)
-            wroteSinceHeartbeat = true
             if !context.channel.isWritable && blockedSince == nil { blockedSince = .now() }
         } else {
             pending = (raw, framed)
@@ -185,10 +186,11 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         }
     }
 
-    /// Called by the loop's timer; returns whether a heartbeat was written.
+    /// Called by the loop's timer every `--heartbeat`; returns whether a heartbeat was written. Every
+    /// stream gets one, even one that just had an event: a write at least every heartbeat is what lets
+    /// TCP_USER_TIMEOUT notice a vanished peer within `--dead-peer-timeout` (see `DeadPeerDetection`).
     func heartbeatTick(raw: ByteBuffer, chunked framed: ByteBuffer) -> Bool {
-        defer { wroteSinceHeartbeat = false }
-        if !wroteSinceHeartbeat && pending == nil && !closing {
+        if pending == nil && !closing {
             write(raw: raw, chunked: framed)
             return true
         }

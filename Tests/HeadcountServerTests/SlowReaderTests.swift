@@ -1,6 +1,6 @@
 import Foundation
 import HeadcountCore
-import HeadcountServer
+@testable import HeadcountServer
 import NIOCore
 import NIOPosix
 import Testing
@@ -56,5 +56,19 @@ struct SlowReaderTests {
             live.close()
             for f in frozen { f.close() }
         }
+    }
+}
+
+@Suite("Dead-peer detection")
+struct DeadPeerTests {
+    @Test("TCP_USER_TIMEOUT leaves one heartbeat of room, so a vanished peer is out within --dead-peer-timeout")
+    func userTimeoutLeavesAHeartbeat() {
+        // Defaults: 30 s timeout, a heartbeat every 15 s → 13.5 s user timeout (15 + 13.5 ≤ 30, with margin).
+        #expect(DeadPeerDetection.userTimeoutMilliseconds(timeout: .seconds(30), heartbeat: .seconds(15)) == 13_500)
+        #expect(DeadPeerDetection.userTimeoutMilliseconds(timeout: .seconds(6), heartbeat: .seconds(2)) == 3_600)
+        #expect(DeadPeerDetection.userTimeoutMilliseconds(timeout: .seconds(60), heartbeat: .seconds(15)) == 40_500)
+        // A heartbeat longer than half the timeout cannot fit: 90 % of half the timeout, the bound becomes heartbeat + that.
+        #expect(DeadPeerDetection.userTimeoutMilliseconds(timeout: .seconds(30), heartbeat: .seconds(60)) == 13_500)
+        #expect(DeadPeerDetection.userTimeoutMilliseconds(timeout: .milliseconds(200), heartbeat: .seconds(15)) == 500)
     }
 }

@@ -73,40 +73,46 @@ def _stop_all():
 
 
 class Server:
-    """One `headcount serve` process on a free port (`--port 0`; the port is read from the ready line)."""
+    """One `headcount serve` process on a free port of `host` (picked here, so that readiness is seen by
+    polling /healthz whatever the log level; retried if another process takes the port first)."""
 
     def __init__(self, name, args=(), host="127.0.0.1", start_timeout=30):
         self.name = name
         self.host = host
         self.log_path = os.path.join(WORK, f"{name}.log")
-        self.logf = open(self.log_path, "w")
-        # A free port of the address, picked here so that readiness can be seen without the info-level log.
-        probe = socket.socket()
-        probe.bind((host, 0))
-        port = probe.getsockname()[1]
-        probe.close()
-        cmd = [BIN, "serve", "--host", host, "--port", str(port), *args]
-        log(f"  start: {' '.join(cmd)}")
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        _started.append(self.proc)
-        # The driver's trap ends whatever a crashed test left running, by pid.
-        with open(os.path.join(WORK, "pids"), "a") as f:
-            f.write(f"{self.proc.pid}\n")
-        self.pid = self.proc.pid
         self.port = None
-        end = time.monotonic() + start_timeout
-        while time.monotonic() < end and self.proc.poll() is None:
-            try:
-                with socket.create_connection((host, port), timeout=2) as s:
-                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    if s.recv(64).startswith(b"HTTP/1.1 200"):
-                        self.port = port
-                        break
-            except OSError:
-                pass
-            time.sleep(0.05)
-        if self.port is None:
+        for _attempt in range(3):
+            probe = socket.socket()
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+            probe.close()
+            cmd = [BIN, "serve", "--host", host, "--port", str(port), *args]
+            log(f"  start: {' '.join(cmd)}")
+            self.logf = open(self.log_path, "w")
+            self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            _started.append(self.proc)
+            # The driver's trap ends whatever a crashed test left running, by pid.
+            with open(os.path.join(WORK, "pids"), "a") as f:
+                f.write(f"{self.proc.pid}\n")
+            self.pid = self.proc.pid
+            end = time.monotonic() + start_timeout
+            while time.monotonic() < end and self.proc.poll() is None:
+                try:
+                    with socket.create_connection((host, port), timeout=2) as s:
+                        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        if s.recv(64).startswith(b"HTTP/1.1 200"):
+                            self.port = port
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            if self.port is not None:
+                break
+            exited = self.proc.poll() is not None
             self.kill()
+            if not exited or "in use" not in self.log_tail():
+                break
+        if self.port is None:
             raise RuntimeError(f"server {name} did not start: {self.log_tail()}")
         self.addr = (host, self.port)
 

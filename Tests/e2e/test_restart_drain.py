@@ -3,18 +3,23 @@
 `retry:` drawn from --retry-min..--retry-max (so that reconnects spread too), and the server exits 0.
 
 One process holds every subscriber on non-blocking sockets behind a selector.
+
+A second, small server then gets SIGTERM while 5 of its 8 readers have stopped reading (1 KB receive
+buffers filled by 5 ms heartbeats, so their final chunk can never be written): the live streams must still
+end properly and the server must exit 0 within drain + 3 s.
 """
 
 import os
 import selectors
 import signal
 import socket
+import subprocess
 import time
 
 import hc
 
 SUBSCRIBERS = int(os.environ.get("HC_RESTART_SUBSCRIBERS", "2000"))
-DRAIN = 3.0
+DRAIN = float(os.environ.get("HC_RESTART_DRAIN", "3"))
 RETRY_MIN, RETRY_MAX = 1000, 6000
 ROOM = "restart"
 TERMINATOR = b"\r\n0\r\n\r\n"
@@ -125,9 +130,17 @@ def body(r):
         for e in ends:
             buckets[min(len(buckets) - 1, int(e * 2))] += 1
         hc.log(f"  closes per 0.5 s after SIGTERM: {buckets}")
+        # When each client comes back: an EventSource reconnects `retry:` ms after its stream ends.
+        back = [s.ended - sent + s.retry / 1000 for s in subs if s.ended is not None and s.retry is not None]
+        bp10, bp50, bp90 = (hc.percentile(back, p) for p in (10, 50, 90))
+        per_second = [0] * (int(max(back)) + 1)
+        for b in back:
+            per_second[int(b)] += 1
+        hc.log(f"  reconnects per second after SIGTERM (close + retry:): {per_second}")
         r.note(f"{SUBSCRIBERS} streams closed over {min(ends):.2f}..{last:.2f} s after SIGTERM (p10 {p10:.2f}, p50 {p50:.2f}, "
                f"p90 {p90:.2f} s; drain {DRAIN:.0f} s), {len(subs) - unclean} with the final chunk; retry: {min(retries)}..{max(retries)} ms "
-               f"(p10 {rp10}, p90 {rp90}, {distinct} distinct); exit {code}")
+               f"(p10 {rp10}, p90 {rp90}, {distinct} distinct); reconnects due over {min(back):.2f}..{max(back):.2f} s "
+               f"(p10 {bp10:.2f}, p50 {bp50:.2f}, p90 {bp90:.2f} s; busiest second {max(per_second)} of {len(back)}); exit {code}")
     finally:
         for s in subs:
             if s.ended is None:
@@ -135,6 +148,71 @@ def body(r):
                     s.sock.close()
                 except OSError:
                     pass
+        server.kill()
+    frozen_readers(r)
+
+
+FROZEN, LIVE, FROZEN_DRAIN = 5, 3, 1.0
+
+
+def frozen_readers(r):
+    """SIGTERM while some readers have stopped reading (their streams cannot take the final chunk): the
+    live streams still end properly within the drain, and the server exits 0 soon after it."""
+    # Heartbeats every 5 ms fill the frozen readers' windows (1 KB receive buffers) within seconds.
+    server = hc.Server("restart-frozen", ["--drain", str(FROZEN_DRAIN), "--heartbeat", "0.005", "--max-streams-per-ip", "1000"])
+    socks = []
+    try:
+        for i in range(FROZEN):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            s.settimeout(10)
+            s.connect(server.addr)
+            s.sendall(hc.stream_request(f"/rooms/frozen/events?visitor=f{i}"))
+            socks.append(s)
+        live = []
+        for i in range(LIVE):
+            s = socket.create_connection(server.addr, timeout=10)
+            s.sendall(hc.stream_request(f"/rooms/frozen/events?visitor=l{i}"))
+            live.append(Sub(s))
+            socks.append(s)
+        counted = hc.wait_until(lambda: server.room("frozen")["connections"] == FROZEN + LIVE, 15)
+        if not r.check(counted, f"frozen-readers setup: {server.room('frozen')}"):
+            return
+        sel = selectors.DefaultSelector()
+        open_set = set(live)
+        for sub in live:
+            sub.sock.setblocking(False)
+            sel.register(sub.sock, selectors.EVENT_READ, sub)
+
+        def blocked():
+            # The server's send queues towards the frozen readers are backed up (needs `ss`; else time).
+            try:
+                out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{server.port} )"],
+                                     capture_output=True, text=True, timeout=5).stdout
+            except (OSError, subprocess.SubprocessError):
+                return time.monotonic() - t0 > 6
+            return sum(1 for line in out.splitlines() if int(line.split()[1]) > 4096) >= FROZEN
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20 and not blocked():
+            pump(sel, open_set, time.monotonic() + 0.25)
+        r.check(blocked(), "frozen-readers setup: the frozen streams never backed up")
+        sent = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        pump(sel, open_set, sent + FROZEN_DRAIN + 3)
+        try:
+            code = server.proc.wait(max(0.1, sent + FROZEN_DRAIN + 3 - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - sent
+        r.check(code == 0, f"with {FROZEN} frozen readers the server "
+                           + (f"exited {code} (crashed)" if code not in (0, None) else "had not exited")
+                           + f" {took:.1f} s after SIGTERM (drain {FROZEN_DRAIN:.0f} s): {server.log_tail(3)[:300]}")
+        r.check(all(sub.clean for sub in live), f"{sum(not sub.clean for sub in live)} live streams did not get the final chunk")
+        r.note(f"with {FROZEN} frozen readers: exit {code} after {took:.1f} s, live streams ended properly")
+    finally:
+        for s in socks:
+            s.close()
         server.kill()
 
 
