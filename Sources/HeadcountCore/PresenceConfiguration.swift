@@ -11,7 +11,8 @@ public struct PresenceConfiguration: Sendable {
     /// Minimum spacing of two events of one room (the first change after a quiet period goes out at once).
     public var updateInterval: Duration
     /// Estimated CPU cost of delivering one event to one subscriber, used to stretch the coalescing
-    /// interval of large rooms (see `coalescingInterval(subscribers:)`).
+    /// interval of large rooms (see `coalescingInterval(subscribers:)`) until the server has measured the
+    /// real cost (`PresenceRegistry.recordFanout`). Zero turns coalescing by size and the budget off.
     public var fanoutCostPerSubscriber: Duration
     /// Share of one core that fan-out may take on average, per room and over all rooms (0 < share ≤ 1).
     public var fanoutCoreShare: Double
@@ -47,8 +48,12 @@ public struct PresenceConfiguration: Sendable {
     /// 62,500 deliveries a second, however many rooms are busy: 100 rooms of 150 get an event each about
     /// every 240 ms during a storm instead of every 100 ms. A change after a quiet period still goes out
     /// at once while the bucket has tokens.
-    public var fanoutBudget: (perSecond: Double, burst: Double)? {
-        let cost = fanoutCostPerSubscriber.seconds
+    public var fanoutBudget: (perSecond: Double, burst: Double)? { fanoutBudget(cost: fanoutCostPerSubscriber) }
+
+    /// The budget for a measured cost per delivery (nil when coalescing by size is off).
+    public func fanoutBudget(cost measured: Duration) -> (perSecond: Double, burst: Double)? {
+        guard fanoutCostPerSubscriber > .zero else { return nil }
+        let cost = measured.seconds
         guard cost > 0, fanoutCoreShare > 0 else { return nil }
         let perSecond = min(fanoutCoreShare, 1) / cost
         return (perSecond, max(1, perSecond / 4))
@@ -60,8 +65,14 @@ public struct PresenceConfiguration: Sendable {
     /// fan-out therefore never takes more than `fanoutCoreShare` of a core on average, however fast its
     /// count changes; small rooms keep the plain `updateInterval`.
     public func coalescingInterval(subscribers: Int) -> Duration {
+        coalescingInterval(subscribers: subscribers, cost: fanoutCostPerSubscriber)
+    }
+
+    /// The coalescing interval for a measured cost per delivery.
+    public func coalescingInterval(subscribers: Int, cost: Duration) -> Duration {
+        guard fanoutCostPerSubscriber > .zero else { return updateInterval }
         let share = fanoutCoreShare > 0 ? min(fanoutCoreShare, 1) : 1
-        let nanoseconds = Double(fanoutCostPerSubscriber.nanosecondsClamped) * Double(subscribers) / share
+        let nanoseconds = Double(cost.nanosecondsClamped) * Double(subscribers) / share
         // Clamp to a day so that extreme settings cannot overflow.
         let stretched = Duration.nanoseconds(Int64(min(max(nanoseconds, 0), 86_400e9)))
         return max(updateInterval, stretched)

@@ -156,6 +156,18 @@ public final class PresenceRegistry: Sendable {
         perform(work)
     }
 
+    /// Tells the registry what one fan-out really cost (an event loop writing one event to `deliveries`
+    /// streams in `duration`). Coalescing by size and the fan-out budget then use the measured cost per
+    /// delivery instead of `fanoutCostPerSubscriber`, so the "share of a core" rule holds on any machine.
+    public func recordFanout(deliveries: Int, duration: Duration) {
+        guard deliveries > 0, duration > .zero else { return }
+        let nanoseconds = duration.nanosecondsClamped
+        state.withLock { $0.recordFanout(deliveries: deliveries, nanoseconds: nanoseconds) }
+    }
+
+    /// The cost per delivery that coalescing uses now (measured, or the configured estimate).
+    public var fanoutCostPerDelivery: Duration { state.withLock { $0.fanoutCost(configuration) } }
+
     /// Whether a `tick()` now would have anything to do later: dirty rooms or visitors in grace.
     public var hasPendingWork: Bool {
         state.withLock { !$0.dirtyRooms.isEmpty || $0.siteDirty || !$0.graces.isEmpty }

@@ -87,11 +87,11 @@ struct Room {
         case flushNow
     }
 
-    mutating func noteChange(version: UInt64, now: ContinuousClock.Instant, configuration: PresenceConfiguration) -> ChangeOutcome {
+    mutating func noteChange(version: UInt64, now: ContinuousClock.Instant, configuration: PresenceConfiguration, cost: Duration) -> ChangeOutcome {
         self.version = version
         if visitors.count > peak { peak = visitors.count }
         if dirty { return .alreadyDirty }
-        if let last = lastBroadcast, now - last < configuration.coalescingInterval(subscribers: audience) {
+        if let last = lastBroadcast, now - last < configuration.coalescingInterval(subscribers: audience, cost: cost) {
             dirty = true
             return .deferred
         }
@@ -179,6 +179,9 @@ struct State {
     var shuttingDown = false
     var publishLocalState = false
     var coalescedChanges = 0
+    /// Measured cost of one delivery: decayed sums over the last ~50,000 deliveries (`recordFanout`).
+    var measuredNanoseconds: Double = 0
+    var measuredDeliveries: Double = 0
     /// Global fan-out budget, in deliveries (a token bucket): see `PresenceConfiguration.fanoutBudget`.
     var budgetTokens = Double.infinity
     var budgetRefilledAt: ContinuousClock.Instant?
@@ -190,6 +193,27 @@ struct State {
 
     var siteCounts: SiteCounts {
         SiteCounts(online: siteVisitors.count, connections: siteConnections, rooms: occupiedRooms, version: siteVersion)
+    }
+
+    /// Adds one fan-out's measured cost; the newest ~50,000 deliveries weigh in.
+    mutating func recordFanout(deliveries: Int, nanoseconds: Int64) {
+        let window = 50_000.0
+        let total = measuredDeliveries + Double(deliveries)
+        if total > window {
+            let keep = max(0, window - Double(deliveries)) / max(measuredDeliveries, 1)
+            measuredNanoseconds *= keep
+            measuredDeliveries *= keep
+        }
+        measuredNanoseconds += Double(nanoseconds)
+        measuredDeliveries += Double(deliveries)
+    }
+
+    /// What one delivery costs: measured once 1,000 deliveries have been timed (clamped to 0.5 µs…1 ms),
+    /// the configured estimate before that.
+    func fanoutCost(_ configuration: PresenceConfiguration) -> Duration {
+        guard measuredDeliveries >= 1_000 else { return configuration.fanoutCostPerSubscriber }
+        let perDelivery = measuredNanoseconds / measuredDeliveries
+        return .nanoseconds(Int64(min(max(perDelivery, 500), 1_000_000)))
     }
 
     mutating func nextVersion() -> UInt64 {
@@ -258,7 +282,7 @@ struct State {
         let version = nextVersion()
         if localChange { siteChanged(now: now, configuration: configuration, work: &work) }
         guard let index = rooms.index(forKey: name) else { return }
-        switch rooms.values[index].noteChange(version: version, now: now, configuration: configuration) {
+        switch rooms.values[index].noteChange(version: version, now: now, configuration: configuration, cost: fanoutCost(configuration)) {
         case .alreadyDirty:
             coalescedChanges += 1
         case .deferred:
@@ -276,7 +300,7 @@ struct State {
     /// Takes `deliveries` from the global fan-out budget if any is left (the bucket may go negative by
     /// one flush, so a room larger than the bucket still goes out; later flushes wait for the refill).
     mutating func spend(_ deliveries: Int, now: ContinuousClock.Instant, configuration: PresenceConfiguration) -> Bool {
-        guard let budget = configuration.fanoutBudget else { return true }
+        guard let budget = configuration.fanoutBudget(cost: fanoutCost(configuration)) else { return true }
         if let last = budgetRefilledAt {
             budgetTokens = min(budget.burst, budgetTokens + budget.perSecond * (now - last).seconds)
         } else {
@@ -294,7 +318,7 @@ struct State {
             coalescedChanges += 1
             return
         }
-        let interval = configuration.coalescingInterval(subscribers: siteAudience)
+        let interval = configuration.coalescingInterval(subscribers: siteAudience, cost: fanoutCost(configuration))
         if let last = siteLastBroadcast, now - last < interval {
             siteDirty = true
             return
@@ -338,7 +362,7 @@ struct State {
             var stillDirty: [String] = []
             for name in dirtyRooms {
                 guard let room = rooms[name], room.dirty else { continue }
-                let interval = configuration.coalescingInterval(subscribers: room.audience)
+                let interval = configuration.coalescingInterval(subscribers: room.audience, cost: fanoutCost(configuration))
                 if let last = room.lastBroadcast, now - last < interval {
                     stillDirty.append(name)
                 } else if spend(room.audience, now: now, configuration: configuration) {
@@ -350,7 +374,7 @@ struct State {
             dirtyRooms = stillDirty
         }
         if siteDirty {
-            let interval = configuration.coalescingInterval(subscribers: siteAudience)
+            let interval = configuration.coalescingInterval(subscribers: siteAudience, cost: fanoutCost(configuration))
             if let last = siteLastBroadcast, now - last < interval { return }
             guard spend(siteAudience, now: now, configuration: configuration) else { return }
             flushSite(now: now, work: &work)

@@ -54,6 +54,8 @@ final class HeadcountMetrics: RegistryObserver, Sendable {
     let coalesced: CoreMetrics.Counter
     private let lastCoalesced = Mutex(0)
     let uptime: CoreMetrics.Gauge
+    /// The cost of one delivery that coalescing uses (measured on the NIO path, else the estimate).
+    let fanoutCost: CoreMetrics.Gauge
 
     static let version = "0.1.0"
 
@@ -80,6 +82,7 @@ final class HeadcountMetrics: RegistryObserver, Sendable {
         subscribers = CoreMetrics.Gauge(label: "headcount_subscribers", factory: factory)
         coalesced = CoreMetrics.Counter(label: "headcount_coalesced_updates_total", factory: factory)
         uptime = CoreMetrics.Gauge(label: "headcount_uptime_seconds", factory: factory)
+        fanoutCost = CoreMetrics.Gauge(label: "headcount_fanout_cost_per_delivery_seconds", factory: factory)
         CoreMetrics.Gauge(label: "headcount_build_info", dimensions: [("version", Self.version)], factory: factory).record(1)
     }
 
@@ -110,6 +113,7 @@ final class HeadcountMetrics: RegistryObserver, Sendable {
         }
         if delta > 0 { coalesced.increment(by: Int64(delta)) }
         uptime.record(uptimeSeconds)
+        fanoutCost.record(registry.fanoutCostPerDelivery.seconds)
         var buffer = ByteBuffer()
         var bytes: [UInt8] = []
         prometheus.emit(into: &bytes)

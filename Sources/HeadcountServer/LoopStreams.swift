@@ -130,11 +130,15 @@ final class LoopGroup: EventSink, @unchecked Sendable {
         let chunked = ChunkFraming.frame(buffer)
         let enqueued = NIODeadline.now()
         loop.eventLoop.execute {
+            let started = NIODeadline.now()
             var sent = 0
             for member in self.members where member.send(raw: buffer, chunked: chunked, version: version) { sent += 1 }
-            let metrics = self.loop.hub.metrics
-            metrics.sent(events: sent, bytes: chunked.readableBytes)
-            metrics.loopFanoutDuration.recordNanoseconds((NIODeadline.now() - enqueued).nanoseconds)
+            let finished = NIODeadline.now()
+            let hub = self.loop.hub
+            hub.metrics.sent(events: sent, bytes: chunked.readableBytes)
+            hub.metrics.loopFanoutDuration.recordNanoseconds((finished - enqueued).nanoseconds)
+            // The real cost per delivery on this machine sizes coalescing (DECISIONS §6).
+            hub.registry.recordFanout(deliveries: sent, duration: .nanoseconds((finished - started).nanoseconds))
         }
     }
 

@@ -298,4 +298,39 @@ struct FanoutBudgetTests {
         #expect(relay.inner.eventCount == quiet + 2)
         h.registry.leave(relaySub)
     }
+
+    @Test("a measured cost per delivery replaces the estimate, and a zero estimate keeps coalescing by size off")
+    func measuredCostSizesTheInterval() throws {
+        let h = Harness(updateInterval: .milliseconds(100), fanoutCostPerSubscriber: .nanoseconds(4_000), fanoutCoreShare: 0.25)
+        #expect(h.registry.fanoutCostPerDelivery == .nanoseconds(4_000), "the estimate until something was measured")
+        h.registry.recordFanout(deliveries: 500, duration: .microseconds(10_000))
+        #expect(h.registry.fanoutCostPerDelivery == .nanoseconds(4_000), "fewer than 1,000 deliveries timed: still the estimate")
+        h.registry.recordFanout(deliveries: 1_500, duration: .microseconds(30_000))
+        #expect(h.registry.fanoutCostPerDelivery == .microseconds(20))
+        // Newer measurements take over within ~50,000 deliveries.
+        for _ in 0..<20 { h.registry.recordFanout(deliveries: 5_000, duration: .microseconds(50_000)) }
+        let cost = h.registry.fanoutCostPerDelivery
+        #expect(cost >= .microseconds(10) && cost < .nanoseconds(10_500), "\(cost)")
+
+        // 10 µs at a quarter of a core: a room of 5,000 streams gets 200 ms between events.
+        let relay = RelaySink()
+        let relaySub = try h.registry.join(.room("r", .room), visitor: nil, sink: relay)
+        var subs: [Subscription] = []
+        for i in 0..<4_998 { subs.append(try h.registry.join(.room("r", .room), visitor: .ephemeral("s\(i)"), initialTo: TestSink())) }
+        h.advanceAndTick(.seconds(10))
+        h.advanceAndTick(.seconds(1))
+        let before = relay.inner.eventCount
+        try h.join("r", .ephemeral("a"))   // goes out at once: audience 5,000
+        try h.join("r", .ephemeral("b"))   // held
+        h.advanceAndTick(.milliseconds(190))
+        #expect(relay.inner.eventCount == before + 1)
+        h.advanceAndTick(.milliseconds(20))
+        #expect(relay.inner.eventCount == before + 2)
+        for sub in subs { h.registry.leave(sub) }
+        h.registry.leave(relaySub)
+
+        let off = Harness(fanoutCostPerSubscriber: .zero)
+        off.registry.recordFanout(deliveries: 10_000, duration: .seconds(1))
+        #expect(off.configuration.coalescingInterval(subscribers: 1_000_000, cost: .microseconds(100)) == .milliseconds(100))
+    }
 }
