@@ -42,7 +42,9 @@ public struct PresenceConfiguration: Sendable {
     }
 
     /// The global fan-out budget: deliveries per second that all rooms together may use, and the burst
-    /// one flush may take at once (a quarter of a second's worth). nil when the cost is zero (no limit).
+    /// (one second's worth, so that one change to the largest room after a quiet second goes out at once;
+    /// a flush may take the bucket below zero, and later flushes wait for the refill). nil when the cost
+    /// is zero (no limit).
     ///
     /// Rule: `perSecond = fanoutCoreShare ÷ fanoutCostPerSubscriber`. With the defaults (4 µs, 0.25) that is
     /// 62,500 deliveries a second, however many rooms are busy: 100 rooms of 150 get an event each about
@@ -56,7 +58,7 @@ public struct PresenceConfiguration: Sendable {
         let cost = measured.seconds
         guard cost > 0, fanoutCoreShare > 0 else { return nil }
         let perSecond = min(fanoutCoreShare, 1) / cost
-        return (perSecond, max(1, perSecond / 4))
+        return (perSecond, max(1, perSecond))
     }
 
     /// The coalescing interval of a room with `subscribers` subscribers.

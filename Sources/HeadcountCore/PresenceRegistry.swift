@@ -67,19 +67,23 @@ public final class PresenceRegistry: Sendable {
                 state.subscriberCount += 1
                 work.initial = (initialTo, .site(state.siteCounts), target)
             case .room(let name, let format):
-                if state.rooms[name] == nil {
+                let room: Room
+                if let existing = state.rooms[name] {
+                    room = existing
+                } else {
                     guard state.rooms.count < configuration.maxRooms else { return .failure(.tooManyRooms) }
-                    var room = Room(name: name)
+                    room = Room(name: name)
                     room.version = state.sequence  // a fresh room's first id is never below ids already issued
                     state.rooms[name] = room
                 }
                 state.subscriberCount += 1
-                state.rooms[name]!.add(sub, format: format)
+                room.add(sub, format: format)
+                sub.roomState = room
                 if let visitor = sub.visitor {
-                    state.addStream(room: name, visitor: visitor, now: now)
-                    state.changed(room: name, now: now, configuration: configuration, work: &work)
+                    state.addStream(room: room, visitor: visitor, now: now)
+                    state.changed(room: room, now: now, configuration: configuration, work: &work)
                 }
-                work.initial = (initialTo, .room(state.rooms[name]!.counts), target)
+                work.initial = (initialTo, .room(room.counts), target)
             }
             return .success((sub, work))
         }
@@ -103,14 +107,16 @@ public final class PresenceRegistry: Sendable {
             case .site:
                 state.siteAudience -= subscription.audience
                 if subscription.sink != nil { state.siteSubscribers.swapRemove(subscription) }
-            case .room(let name, let format):
-                state.rooms[name]?.remove(subscription, format: format)
+            case .room(_, let format):
+                guard let room = subscription.roomState else { break }
+                subscription.roomState = nil
+                room.remove(subscription, format: format)
                 if let visitor = subscription.visitor {
                     let grace = visitor.hasGrace && configuration.leaveGrace > .zero
-                    state.removeStream(room: name, visitor: visitor, graceUntil: grace ? now + configuration.leaveGrace : nil)
-                    state.changed(room: name, now: now, configuration: configuration, work: &work)
+                    state.removeStream(room: room, visitor: visitor, graceUntil: grace ? now + configuration.leaveGrace : nil)
+                    state.changed(room: room, now: now, configuration: configuration, work: &work)
                 } else {
-                    state.collectIfEmpty(name)
+                    state.collectIfEmpty(room)
                 }
             }
             return work
@@ -124,8 +130,8 @@ public final class PresenceRegistry: Sendable {
         let now = time.now
         let work: Work = state.withLock { state in
             var work = Work()
-            guard state.rooms[room] != nil else { return work }
-            state.changed(room: room, now: now, configuration: configuration, work: &work, localChange: false)
+            guard let existing = state.rooms[room] else { return work }
+            state.changed(room: existing, now: now, configuration: configuration, work: &work, localChange: false)
             return work
         }
         perform(work)

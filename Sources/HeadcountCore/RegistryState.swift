@@ -22,7 +22,9 @@ struct GraceEntry: Comparable {
     static func == (a: GraceEntry, b: GraceEntry) -> Bool { a.deadline == b.deadline && a.room == b.room && a.visitor == b.visitor }
 }
 
-struct Room {
+/// One room's subscribers and presence. A reference type, so that a subscription can hold its room and
+/// leave it without looking the room up by name; touched only under the registry's lock.
+final class Room {
     let name: String
     var roomSubscribers: ContiguousArray<Subscription> = []
     var legacySubscribers: ContiguousArray<Subscription> = []
@@ -35,6 +37,9 @@ struct Room {
     var peak = 0
     var dirty = false
     var lastBroadcast: ContinuousClock.Instant?
+    /// When the figures last changed: a stretched interval lets a burst's final state out once the room
+    /// has been quiet for the plain update interval (see `flushDue`).
+    var lastChange: ContinuousClock.Instant?
 
     init(name: String) { self.name = name }
 
@@ -42,7 +47,7 @@ struct Room {
     var counts: RoomCounts { RoomCounts(room: name, online: visitors.count, connections: connections, peak: peak, version: version) }
 
     /// One more stream of `id`; returns whether the visitor is new here and whether the room was empty.
-    mutating func addStream(visitor id: String) -> (isNew: Bool, first: Bool) {
+    func addStream(visitor id: String) -> (isNew: Bool, first: Bool) {
         connections += 1
         let before = visitors.count
         visitors[id, default: VisitorPresence(streams: 0, graceDeadline: nil)].addStream()
@@ -57,7 +62,7 @@ struct Room {
         case missing
     }
 
-    mutating func removeStream(visitor id: String, graceUntil: ContinuousClock.Instant?) -> StreamRemoval {
+    func removeStream(visitor id: String, graceUntil: ContinuousClock.Instant?) -> StreamRemoval {
         connections -= 1
         guard let i = visitors.index(forKey: id) else {
             assertionFailure("stream left for a visitor that is not present")
@@ -75,7 +80,7 @@ struct Room {
 
     /// Removes `id` if it is still waiting out exactly this grace; returns whether the room became empty,
     /// or nil when the entry is stale.
-    mutating func expire(visitor id: String, deadline: ContinuousClock.Instant) -> Bool? {
+    func expire(visitor id: String, deadline: ContinuousClock.Instant) -> Bool? {
         guard let i = visitors.index(forKey: id), visitors.values[i].streams == 0, visitors.values[i].graceDeadline == deadline else { return nil }
         visitors.remove(at: i)
         return visitors.isEmpty
@@ -87,19 +92,38 @@ struct Room {
         case flushNow
     }
 
-    mutating func noteChange(version: UInt64, now: ContinuousClock.Instant, configuration: PresenceConfiguration, cost: Duration) -> ChangeOutcome {
+    /// Records a change. It goes out at once when the room was quiet: its last event is older than the
+    /// room's (stretched) interval, or older than `--update-interval` with no other change in the last
+    /// `--update-interval` (an isolated change in a large room). A busy room holds it for its interval
+    /// (see `PresenceConfiguration.coalescingInterval`); the global budget bounds what either costs.
+    func noteChange(version: UInt64, now: ContinuousClock.Instant, configuration: PresenceConfiguration, cost: Duration) -> ChangeOutcome {
         self.version = version
+        let previousChange = lastChange
+        lastChange = now
         if visitors.count > peak { peak = visitors.count }
         if dirty { return .alreadyDirty }
-        if let last = lastBroadcast, now - last < configuration.coalescingInterval(subscribers: audience, cost: cost) {
-            dirty = true
-            return .deferred
+        if let last = lastBroadcast {
+            let since = now - last
+            let busy = previousChange.map { now - $0 < configuration.updateInterval } ?? false
+            if since < configuration.updateInterval || (busy && since < configuration.coalescingInterval(subscribers: audience, cost: cost)) {
+                dirty = true
+                return .deferred
+            }
         }
         return .flushNow
     }
 
+    /// Whether a room held by its stretched interval has gone quiet: no change for the plain update interval
+    /// (and at least that long since its last event). Its held state then goes out without waiting for the
+    /// rest of the interval, budget permitting: a join storm's final count arrives ~100 ms after the last
+    /// join, while the global budget still bounds what such flushes cost.
+    func burstEnded(now: ContinuousClock.Instant, since last: ContinuousClock.Instant, configuration: PresenceConfiguration) -> Bool {
+        guard let changed = lastChange else { return true }
+        return now - last >= configuration.updateInterval && now - changed >= configuration.updateInterval
+    }
+
     /// Adds a subscriber that has a sink; a sink-less one (delivered through a relay) only joins the audience.
-    mutating func add(_ sub: Subscription, format: EventFormat) {
+    func add(_ sub: Subscription, format: EventFormat) {
         audience += sub.audience
         guard sub.sink != nil else { return }
         switch format {
@@ -112,7 +136,7 @@ struct Room {
         }
     }
 
-    mutating func remove(_ sub: Subscription, format: EventFormat) {
+    func remove(_ sub: Subscription, format: EventFormat) {
         audience -= sub.audience
         guard sub.sink != nil else { return }
         switch format {
@@ -223,13 +247,12 @@ struct State {
 
     // MARK: Streams and visitors
     //
-    // Each operation looks its room up once (`rooms.index(forKey:)`) and mutates it in place through
-    // `rooms.values[index]`, and hashes a visitor id once per dictionary it touches.
+    // Operations take the `Room` itself: a join looks its room up once, a leave not at all (the
+    // subscription holds its room). A visitor id is hashed once per dictionary it touches.
 
-    mutating func addStream(room name: String, visitor: VisitorIdentity, now: ContinuousClock.Instant) {
-        let index = rooms.index(forKey: name)!
+    mutating func addStream(room: Room, visitor: VisitorIdentity, now: ContinuousClock.Instant) {
         let id = visitor.id
-        let (isNewVisitor, firstVisitor) = rooms.values[index].addStream(visitor: id)
+        let (isNewVisitor, firstVisitor) = room.addStream(visitor: id)
         siteConnections += 1
         guard isNewVisitor else { return }
         if firstVisitor { occupiedRooms += 1 }
@@ -241,26 +264,24 @@ struct State {
         }
     }
 
-    mutating func removeStream(room name: String, visitor: VisitorIdentity, graceUntil: ContinuousClock.Instant?) {
-        let index = rooms.index(forKey: name)!
+    mutating func removeStream(room: Room, visitor: VisitorIdentity, graceUntil: ContinuousClock.Instant?) {
         let id = visitor.id
         siteConnections -= 1
-        switch rooms.values[index].removeStream(visitor: id, graceUntil: graceUntil) {
+        switch room.removeStream(visitor: id, graceUntil: graceUntil) {
         case .stillPresent, .missing:
             break
         case .inGrace(let deadline):
-            graces.insert(GraceEntry(deadline: deadline, room: name, visitor: id))
+            graces.insert(GraceEntry(deadline: deadline, room: room.name, visitor: id))
         case .removed(let roomEmpty):
             visitorLeft(id: id, roomEmpty: roomEmpty)
         }
     }
 
-    /// Removes a visitor in grace whose deadline passed; false when the entry was stale.
-    mutating func expireVisitor(room name: String, id: String, deadline: ContinuousClock.Instant) -> Bool {
-        guard let index = rooms.index(forKey: name) else { return false }
-        guard let roomEmpty = rooms.values[index].expire(visitor: id, deadline: deadline) else { return false }
+    /// Removes a visitor in grace whose deadline passed; returns the room, or nil when the entry was stale.
+    mutating func expireVisitor(room name: String, id: String, deadline: ContinuousClock.Instant) -> Room? {
+        guard let room = rooms[name], let roomEmpty = room.expire(visitor: id, deadline: deadline) else { return nil }
         visitorLeft(id: id, roomEmpty: roomEmpty)
-        return true
+        return room
     }
 
     private mutating func visitorLeft(id: String, roomEmpty: Bool) {
@@ -270,29 +291,28 @@ struct State {
         }
     }
 
-    mutating func collectIfEmpty(_ name: String) {
-        if let index = rooms.index(forKey: name), rooms.values[index].isEmpty, !rooms.values[index].dirty { rooms.remove(at: index) }
+    mutating func collectIfEmpty(_ room: Room) {
+        if room.isEmpty, !room.dirty, rooms[room.name] === room { rooms.removeValue(forKey: room.name) }
     }
 
     // MARK: Change notification
 
     /// Records a change of `name` and either flushes it now (first change after a quiet period) or
     /// leaves it for the next due flush.
-    mutating func changed(room name: String, now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work, localChange: Bool = true) {
+    mutating func changed(room: Room, now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work, localChange: Bool = true) {
         let version = nextVersion()
         if localChange { siteChanged(now: now, configuration: configuration, work: &work) }
-        guard let index = rooms.index(forKey: name) else { return }
-        switch rooms.values[index].noteChange(version: version, now: now, configuration: configuration, cost: fanoutCost(configuration)) {
+        switch room.noteChange(version: version, now: now, configuration: configuration, cost: fanoutCost(configuration)) {
         case .alreadyDirty:
             coalescedChanges += 1
         case .deferred:
-            dirtyRooms.append(name)
+            dirtyRooms.append(room.name)
         case .flushNow:
-            if spend(rooms.values[index].audience, now: now, configuration: configuration) {
-                flush(room: name, now: now, work: &work)
+            if spend(room.audience, now: now, configuration: configuration) {
+                flush(room: room, now: now, work: &work)
             } else {
-                rooms.values[index].dirty = true
-                dirtyRooms.append(name)
+                room.dirty = true
+                dirtyRooms.append(room.name)
             }
         }
     }
@@ -330,16 +350,14 @@ struct State {
         flushSite(now: now, work: &work)
     }
 
-    mutating func flush(room name: String, now: ContinuousClock.Instant, work: inout Work) {
-        guard let index = rooms.index(forKey: name) else { return }
-        rooms.values[index].lastBroadcast = now
-        rooms.values[index].dirty = false
-        let room = rooms.values[index]
-        let local = publishLocalState ? LocalRoomState(room: name, connections: room.connections, visitors: Array(room.visitors.keys)) : nil
+    mutating func flush(room: Room, now: ContinuousClock.Instant, work: inout Work) {
+        room.lastBroadcast = now
+        room.dirty = false
+        let local = publishLocalState ? LocalRoomState(room: room.name, connections: room.connections, visitors: Array(room.visitors.keys)) : nil
         work.rooms.append(
             Work.RoomFanout(counts: room.counts, roomSubscribers: room.roomSubscribers, legacySubscribers: room.legacySubscribers, localState: local)
         )
-        if room.isEmpty { rooms.remove(at: index) }
+        collectIfEmpty(room)
     }
 
     mutating func flushSite(now: ContinuousClock.Instant, work: inout Work) {
@@ -352,8 +370,8 @@ struct State {
         while let top = graces.min, top.deadline <= now {
             _ = graces.popMin()
             // A stale entry (the visitor came back, or a later grace superseded it) changes nothing.
-            guard expireVisitor(room: top.room, id: top.visitor, deadline: top.deadline) else { continue }
-            changed(room: top.room, now: now, configuration: configuration, work: &work)
+            guard let room = expireVisitor(room: top.room, id: top.visitor, deadline: top.deadline) else { continue }
+            changed(room: room, now: now, configuration: configuration, work: &work)
         }
     }
 
@@ -363,10 +381,10 @@ struct State {
             for name in dirtyRooms {
                 guard let room = rooms[name], room.dirty else { continue }
                 let interval = configuration.coalescingInterval(subscribers: room.audience, cost: fanoutCost(configuration))
-                if let last = room.lastBroadcast, now - last < interval {
+                if let last = room.lastBroadcast, now - last < interval, !room.burstEnded(now: now, since: last, configuration: configuration) {
                     stillDirty.append(name)
                 } else if spend(room.audience, now: now, configuration: configuration) {
-                    flush(room: name, now: now, work: &work)
+                    flush(room: room, now: now, work: &work)
                 } else {
                     stillDirty.append(name)  // waits for the budget, keeping its place in line
                 }

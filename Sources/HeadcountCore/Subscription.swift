@@ -40,6 +40,8 @@ public final class Subscription: @unchecked Sendable {
     var index: Int = -1
     /// False once left; guarded by the registry lock.
     var active: Bool = true
+    /// The room joined (nil for the site, and once left); guarded by the registry lock.
+    var roomState: Room?
     /// 1 when this subscription is one stream that receives events (itself, or through a relay), 0 for
     /// a relay: what it adds to its room's audience.
     let audience: Int

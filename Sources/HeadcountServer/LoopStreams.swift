@@ -137,7 +137,8 @@ final class LoopGroup: EventSink, @unchecked Sendable {
             let hub = self.loop.hub
             hub.metrics.sent(events: sent, bytes: chunked.readableBytes)
             hub.metrics.loopFanoutDuration.recordNanoseconds((finished - enqueued).nanoseconds)
-            // The real cost per delivery on this machine sizes coalescing (DECISIONS §6).
+            // What a delivery really costs on this machine sizes coalescing (DECISIONS §6). Wall time on
+            // the loop, not CPU time: it is at least the CPU time, and grows when the machine is busy.
             hub.registry.recordFanout(deliveries: sent, duration: .nanoseconds((finished - started).nanoseconds))
         }
     }
@@ -171,3 +172,4 @@ enum ChunkFraming {
     }
     static let terminator: ByteBuffer = ByteBuffer(string: "0\r\n\r\n")
 }
+

@@ -167,15 +167,22 @@ import Testing
         try h.join("big", .ephemeral("first"))  // 300 subscribers now; broadcast at t0
         let watcher = watchers[0]
         let after = watcher.eventCount
-        h.advance(.milliseconds(150))
-        try h.join("big", .ephemeral("second"))  // 301 subscribers
-        h.advanceAndTick(.milliseconds(100))      // t0 + 250: a small room would have sent by now
+        // Changes keep coming every 50 ms (t0 + 50 … t0 + 250): the room is busy.
+        for i in 0..<5 {
+            h.advanceAndTick(.milliseconds(50))
+            try h.join("big", .ephemeral("busy\(i)"))
+            #expect(watcher.eventCount == after, "t0 + \(50 * (i + 1)) ms: a small room would have sent by now")
+        }
+        h.advanceAndTick(.milliseconds(50))       // t0 + 300: 305 subscribers, still short of 305 ms
         #expect(watcher.eventCount == after)
-        h.advanceAndTick(.milliseconds(50))       // t0 + 300: still short of 301 ms
-        #expect(watcher.eventCount == after)
-        h.advanceAndTick(.milliseconds(1))        // t0 + 301
+        h.advanceAndTick(.milliseconds(5))        // t0 + 305
         #expect(watcher.eventCount == after + 1)
-        #expect(watcher.last?.parsed.online == 2)
+        #expect(watcher.last?.parsed.online == 6)
+        // An isolated change after 150 ms of quiet goes out at once, even inside the stretched interval.
+        h.advance(.milliseconds(150))
+        try h.join("big", .ephemeral("isolated"))
+        #expect(watcher.eventCount == after + 2)
+        #expect(watcher.last?.parsed.online == 7)
 
         // A small room next to it keeps the plain interval.
         let (_, small) = try h.join("small", nil)
@@ -219,7 +226,7 @@ import Testing
 struct FanoutBudgetTests {
     @Test("many busy rooms together never take more deliveries a second than the budget allows")
     func budgetAcrossRooms() throws {
-        // 20 µs per delivery and 0.2 of a core: 10,000 deliveries a second, bursts of 2,500. Rooms alone
+        // 20 µs per delivery and 0.2 of a core: 10,000 deliveries a second, bursts of 10,000. Rooms alone
         // (10 ms interval) would deliver ten times that.
         let h = Harness(updateInterval: .milliseconds(10), fanoutCostPerSubscriber: .microseconds(20), fanoutCoreShare: 0.2)
         let budget = try #require(h.configuration.fanoutBudget)
@@ -281,11 +288,25 @@ struct FanoutBudgetTests {
         let before = relay.inner.eventCount
         try h.join("big", .ephemeral("one-more"))
         #expect(relay.inner.eventCount == before + 1, "the first change after a quiet period goes out at once")
-        try h.join("big", .ephemeral("two-more"))
-        h.advanceAndTick(.milliseconds(150))
+        // A change every 50 ms keeps the room busy: it is held for the whole stretched interval.
+        for i in 0..<3 {
+            h.advanceAndTick(.milliseconds(50))
+            try h.join("big", .ephemeral("busy\(i)"))
+        }
         #expect(relay.inner.eventCount == before + 1, "25,000 relayed streams stretch the interval past 100 ms")
         h.advanceAndTick(.milliseconds(60))
         #expect(relay.inner.eventCount == before + 2, "and the held change goes out at 200 ms")
+
+        // A burst that ends: its final state goes out once the room is quiet for 100 ms, not at 200 ms.
+        let burst = relay.inner.eventCount
+        try h.join("big", .ephemeral("late-1"))
+        h.advanceAndTick(.milliseconds(10))
+        try h.join("big", .ephemeral("late-2"))
+        h.advanceAndTick(.milliseconds(60))
+        #expect(relay.inner.eventCount == burst, "held: the room changed 60 ms ago")
+        h.advanceAndTick(.milliseconds(45))
+        #expect(relay.inner.eventCount == burst + 1, "quiet for 105 ms: the burst's final state goes out")
+        #expect(relay.inner.last?.parsed.online == h.online("big"))
 
         // The relay alone (no streams behind it) is a room of no audience: plain update interval.
         for sub in streams { h.registry.leave(sub) }
@@ -321,8 +342,11 @@ struct FanoutBudgetTests {
         h.advanceAndTick(.seconds(1))
         let before = relay.inner.eventCount
         try h.join("r", .ephemeral("a"))   // goes out at once: audience 5,000
-        try h.join("r", .ephemeral("b"))   // held
-        h.advanceAndTick(.milliseconds(190))
+        for i in 0..<3 {                   // busy: held
+            h.advanceAndTick(.milliseconds(50))
+            try h.join("r", .ephemeral("b\(i)"))
+        }
+        h.advanceAndTick(.milliseconds(40))
         #expect(relay.inner.eventCount == before + 1)
         h.advanceAndTick(.milliseconds(20))
         #expect(relay.inner.eventCount == before + 2)

@@ -34,6 +34,13 @@ struct LoopPathTests {
             loop.run()
             return (channel, handler)
         }
+
+        /// `count` streams of `room` (visitors `prefix0`, `prefix1`, …), their opening bytes already read.
+        func open(room: String, count: Int, prefix: String) throws -> [(EmbeddedChannel, SSEStreamHandler)] {
+            let streams = try (0..<count).map { i in try open(room: room, visitor: "\(prefix)\(i)") }
+            for (channel, _) in streams { _ = try LoopPathTests.written(channel) }
+            return streams
+        }
     }
 
     /// Everything written to `channel` (and flushed) since the last read, as strings.
@@ -81,9 +88,7 @@ struct LoopPathTests {
     @Test("one change reaches every stream of a loop through one group: one registry subscriber, one write and flush per stream")
     func oneGroupPerLoop() throws {
         let rig = Rig()
-        var streams: [(EmbeddedChannel, SSEStreamHandler)] = []
-        for i in 0..<25 { streams.append(try rig.open(room: "batch", visitor: "v\(i)")) }
-        for (channel, _) in streams { _ = try Self.written(channel) }
+        let streams = try rig.open(room: "batch", count: 25, prefix: "v")
         // 25 counted streams and a single watcher (the loop's group) in the registry, whatever the size.
         #expect(rig.registry.subscriberCount == 26)
         #expect(rig.hub.streams(on: rig.loop).groupCount == 1)
@@ -123,9 +128,7 @@ struct LoopPathTests {
     @Test("streams that close in the middle of a fan-out are skipped, the others still get the event, and counts stay exact")
     func closeDuringFanout() throws {
         let rig = Rig()
-        var streams: [(EmbeddedChannel, SSEStreamHandler)] = []
-        for i in 0..<6 { streams.append(try rig.open(room: "mid", visitor: "m\(i)")) }
-        for (channel, _) in streams { _ = try Self.written(channel) }
+        let streams = try rig.open(room: "mid", count: 6, prefix: "m")
         let group = try #require(streams[0].1.group)
         // The group writes members in order; the first member's write closes two later members.
         let order = group.members.map { member in streams.firstIndex { $0.1 === member }! }
