@@ -84,7 +84,7 @@ final class WorkerProcessPool: ClientPool, @unchecked Sendable {
                     pending = Data(pending[pending.index(after: newline)...])
                     guard !line.isEmpty else { continue }
                     guard let message = try? decoder.decode(WorkerMessage.self, from: line) else {
-                        FileHandle.standardError.write(Data("bench: unreadable line from worker: \(String(decoding: line.prefix(200), as: UTF8.self))\n".utf8))
+                        _ = try? FileHandle.standardError.write(contentsOf: Data("bench: unreadable line from worker: \(String(decoding: line.prefix(200), as: UTF8.self))\n".utf8))
                         continue
                     }
                     state.withLock { s in
@@ -166,7 +166,7 @@ public enum BenchWorker {
             let encoder = JSONEncoder()
             guard var data = try? encoder.encode(message) else { return }
             data.append(UInt8(ascii: "\n"))
-            FileHandle.standardOutput.write(data)
+            _ = try? FileHandle.standardOutput.write(contentsOf: data)
         }
 
         guard let specLine = await nextCommand(until: MonotonicClock.nanoseconds() + 30_000_000_000),

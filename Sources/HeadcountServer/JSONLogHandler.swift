@@ -30,6 +30,6 @@ public struct JSONLogHandler: LogHandler {
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) { fields.append((key, .string(value.description))) }
         if event.level >= .error { fields.append(("source", .string("\(event.file):\(event.line)"))) }
         let line = JSON.orderedObject(fields).serialized + "\n"
-        Self.lock.withLock { _ in FileHandle.standardError.write(Data(line.utf8)) }
+        Self.lock.withLock { _ in _ = try? FileHandle.standardError.write(contentsOf: Data(line.utf8)) }
     }
 }

@@ -149,7 +149,7 @@ struct Bench: AsyncParsableCommand {
         let config = try makeConfiguration()
         let quiet = noProgress
         let report = try await BenchRunner.run(config) { message in
-            if !quiet { FileHandle.standardError.write(Data("bench: \(message)\n".utf8)) }
+            if !quiet { _ = try? FileHandle.standardError.write(contentsOf: Data("bench: \(message)\n".utf8)) }
         }
         if json {
             let encoder = JSONEncoder()

@@ -118,18 +118,18 @@ final class WatchDisplay: Sendable {
 
     func show(_ line: String) {
         if redraw {
-            FileHandle.standardOutput.write(Data("\r\u{1B}[2K\(line)".utf8))
+            _ = try? FileHandle.standardOutput.write(contentsOf: Data("\r\u{1B}[2K\(line)".utf8))
         } else {
-            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+            _ = try? FileHandle.standardOutput.write(contentsOf: Data((line + "\n").utf8))
         }
     }
 
     func message(_ text: String) {
-        if redraw { FileHandle.standardOutput.write(Data("\n".utf8)) }
+        if redraw { _ = try? FileHandle.standardOutput.write(contentsOf: Data("\n".utf8)) }
         print(text)
     }
 
     func finish() {
-        if redraw { FileHandle.standardOutput.write(Data("\n".utf8)) }
+        if redraw { _ = try? FileHandle.standardOutput.write(contentsOf: Data("\n".utf8)) }
     }
 }
