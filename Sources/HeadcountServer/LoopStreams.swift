@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Synchronization
 import CoreMetrics
 import HeadcountCore
@@ -136,20 +131,15 @@ final class LoopGroup: EventSink, @unchecked Sendable {
         let enqueued = NIODeadline.now()
         loop.eventLoop.execute {
             let started = NIODeadline.now()
-            let cpuStarted = ThreadCPUClock.nanoseconds()
             var sent = 0
             for member in self.members where member.send(raw: buffer, chunked: chunked, version: version) { sent += 1 }
             let finished = NIODeadline.now()
-            let cpu = ThreadCPUClock.nanoseconds() - cpuStarted
             let hub = self.loop.hub
             hub.metrics.sent(events: sent, bytes: chunked.readableBytes)
             hub.metrics.loopFanoutDuration.recordNanoseconds((finished - enqueued).nanoseconds)
-            // What a delivery really costs on this machine sizes coalescing (DECISIONS §6): the loop's wall
-            // time, which grows when the machine is busy, but never more than twice its CPU time, so that
-            // an oversubscribed machine backs off as if the loop had half a core, not a tenth.
-            let wall = (finished - started).nanoseconds
-            let cost = cpu > 0 ? min(wall, 2 * cpu) : wall
-            hub.registry.recordFanout(deliveries: sent, duration: .nanoseconds(cost))
+            // What a delivery really costs on this machine sizes coalescing (DECISIONS §6). Wall time on
+            // the loop, not CPU time: it is at least the CPU time, and grows when the machine is busy.
+            hub.registry.recordFanout(deliveries: sent, duration: .nanoseconds((finished - started).nanoseconds))
         }
     }
 
@@ -183,11 +173,3 @@ enum ChunkFraming {
     static let terminator: ByteBuffer = ByteBuffer(string: "0\r\n\r\n")
 }
 
-/// CPU time of the calling thread (what a fan-out cost its event loop, without the time it was preempted).
-enum ThreadCPUClock {
-    static func nanoseconds() -> Int64 {
-        var ts = timespec()
-        guard clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0 else { return 0 }
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-    }
-}
