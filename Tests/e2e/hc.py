@@ -271,6 +271,16 @@ EVENT_DATA = re.compile(rb"data: (\{[^\n]*\})\n")
 RETRY = re.compile(rb"retry: (\d+)\n")
 
 
+def frozen_reader(addr, path, rcvbuf):
+    """A socket that asks for a stream with a small receive buffer and is then never read from."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(addr)
+    s.sendall(stream_request(path))
+    return s
+
+
 def stream_request(path, host="127.0.0.1", version="1.1", extra=""):
     return f"GET {path} HTTP/{version}\r\nHost: {host}\r\nAccept: text/event-stream\r\n{extra}\r\n".encode()
 

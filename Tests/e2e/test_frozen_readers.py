@@ -77,12 +77,7 @@ def body(r):
         threading.Thread(target=read_live, daemon=True).start()
 
         for i in range(FROZEN):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-            s.settimeout(10)
-            s.connect(server.addr)
-            s.sendall(hc.stream_request(f"/rooms/{ROOM}/events?visitor=frozen{i}"))
-            frozen.append(s)
+            frozen.append(hc.frozen_reader(server.addr, f"/rooms/{ROOM}/events?visitor=frozen{i}", 2048))
         counted = hc.wait_until(lambda: server.room(ROOM)["connections"] >= FROZEN, 30)
         if not r.check(counted, f"setup: {server.room(ROOM)}"):
             return

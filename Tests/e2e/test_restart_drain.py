@@ -163,12 +163,7 @@ def frozen_readers(r):
     socks = []
     try:
         for i in range(FROZEN):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-            s.settimeout(10)
-            s.connect(server.addr)
-            s.sendall(hc.stream_request(f"/rooms/frozen/events?visitor=f{i}"))
-            socks.append(s)
+            socks.append(hc.frozen_reader(server.addr, f"/rooms/frozen/events?visitor=f{i}", 1024))
         live = []
         for i in range(LIVE):
             s = socket.create_connection(server.addr, timeout=10)
