@@ -1,27 +1,38 @@
 import Foundation
 public import HeadcountCore
 import HeadcountCluster
-public import Hummingbird
+import Hummingbird
 import HummingbirdCore
 import HummingbirdHTTP2
 import NIOSSL
 public import Logging
 import NIOCore
 import NIOHTTP1
-import ServiceLifecycle
+import NIOPosix
+public import ServiceLifecycle
+import UnixSignals
 
-/// A built Headcount server: the Hummingbird application and the registry it serves.
-public struct HeadcountApp: Sendable {
-    public let application: Application<RouterResponder<HeadcountRequestContext>>
+/// A built Headcount server: its services (the HTTP listener, the presence driver, the cluster
+/// backplane) and the registry it serves. A `Service`: run it in a `ServiceGroup`, or call `runService()`.
+public struct HeadcountApp: Service, Sendable {
     public let registry: PresenceRegistry
     let hub: StreamHub
+    /// In start order; a graceful shutdown stops them in reverse (the listener first, the backplane last).
+    let services: [any Service]
+    let logger: Logger
 
     /// SSE streams open right now, in either shape.
     public var openStreams: Int { hub.streamCount }
 
+    public func run() async throws {
+        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
+        try await group.run()
+    }
+
     /// Runs until SIGINT or SIGTERM, then drains: stops accepting, closes every stream, returns.
     public func runService() async throws {
-        try await application.runService()
+        let group = ServiceGroup(configuration: .init(services: [self], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 }
 
@@ -65,10 +76,17 @@ public func buildApplication(
     let hub = StreamHub(registry: registry, configuration: configuration, metrics: metrics, logger: logger)
     let router = buildRouter(configuration, hub: hub)
     let presence = PresenceService(registry: registry, history: hub.history, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, drain: configuration.drain, openStreams: { hub.streamCount }, logger: logger)
-    let server: HTTPServerBuilder
+    let respond = makeResponder(router: router, logger: logger)
+    let onServerRunning: @Sendable (any Channel) async -> Void = { channel in
+        let port = channel.localAddress?.port ?? configuration.port
+        logger.info("Headcount ready at http://\(configuration.host):\(port)/", metadata: ["headcount.port": "\(port)"])
+        await onReady?(port)
+    }
+    let listener: any Service
     if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
-        // HTTPS: HTTP/2 by ALPN (many streams share one connection), HTTP/1.1 otherwise. Streams use the
-        // route shape here (the NIO fast path speaks plaintext HTTP/1 only).
+        // HTTPS: HTTP/2 by ALPN (many streams share one connection), HTTP/1.1 otherwise, served by
+        // Hummingbird's own server. Streams use the route shape here (the NIO fast path speaks plaintext
+        // HTTP/1 only).
         let tls: TLSConfiguration
         do {
             tls = TLSConfiguration.makeServerConfiguration(
@@ -78,40 +96,71 @@ public func buildApplication(
         } catch {
             throw APIError(.internalServerError, "cannot read --tls-cert \(certificate) or --tls-key \(key): \(error)")
         }
-        server = try .http2Upgrade(tlsConfiguration: tls)
+        listener = try HTTPServerBuilder.http2Upgrade(tlsConfiguration: tls).buildServer(
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "headcount", backlog: listenBacklog),
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            logger: logger,
+            responder: respond,
+            onServerRunning: onServerRunning
+        )
     } else {
-    switch configuration.streamShape {
-    case .route, .nio:
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderListSize = AccessPolicy.maxHeaderBytes
         limits.maxHeaderFieldSize = AccessPolicy.maxHeaderBytes
-        let decoderLimits = limits
-        server = HTTPServerBuilder { responder in
-            HeadcountHTTP1Channel(
-                responder: responder,
-                hub: hub,
-                decoderLimits: decoderLimits,
-                firstRequestTimeout: configuration.firstRequestTimeout.timeAmount,
-                idleTimeout: configuration.idleTimeout,
-                fastPath: configuration.streamShape == .nio
-            )
+        let channel = HeadcountHTTP1Channel(
+            responder: respond,
+            hub: hub,
+            decoderLimits: limits,
+            firstRequestTimeout: configuration.firstRequestTimeout.timeAmount,
+            idleTimeout: configuration.idleTimeout,
+            fastPath: configuration.streamShape == .nio
+        )
+        listener = HTTPListener(
+            childChannel: channel,
+            host: configuration.host,
+            port: configuration.port,
+            backlog: listenBacklog,
+            onServerRunning: onServerRunning,
+            logger: logger
+        )
+    }
+    return HeadcountApp(registry: registry, hub: hub, services: extraServices + [presence, listener], logger: logger)
+}
+
+/// Length of the listening socket's queue of connections not yet accepted. Hummingbird's default of 256
+/// overflows in a connect storm (a dropped SYN is retried after a second); the kernel caps it at
+/// `net.core.somaxconn` (4096 on current Linux).
+let listenBacklog = 4096
+
+/// The HTTP responder of every request that is not served by the SSE fast path: the router, plus the
+/// `Date` and `Server` headers (what Hummingbird's `Application` adds).
+func makeResponder(router: Router<HeadcountRequestContext>, logger: Logger) -> HTTPChannelHandler.Responder {
+    let responder = router.buildResponder()
+    let dates = DateHeader()
+    return { request, responseWriter, channel in
+        let context = HeadcountRequestContext(source: .init(channel: channel, logger: logger))
+        var response: Response
+        do {
+            response = try await responder.respond(to: request, context: context)
+        } catch let error as HTTPParserError {
+            throw error
+        } catch {
+            logger.debug("unrecognised error", metadata: ["error.type": "\(error)"])
+            response = Response(status: .internalServerError, body: .init())
+        }
+        response.headers[.date] = dates.now
+        response.headers[.server] = "headcount"
+        do {
+            try await responseWriter.write(response: response.head, body: response.body)
+        } catch is HTTPParserError {
+            // Not the parser error itself: that would make Hummingbird write a second response.
+            throw ResponseWriteFailed()
         }
     }
-    }
-    let app = Application(
-        router: router,
-        server: server,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "headcount"),
-        services: extraServices + [presence],
-        onServerRunning: { channel in
-            let port = channel.localAddress?.port ?? configuration.port
-            logger.info("Headcount ready at http://\(configuration.host):\(port)/", metadata: ["headcount.port": "\(port)"])
-            await onReady?(port)
-        },
-        logger: logger
-    )
-    return HeadcountApp(application: app, registry: registry, hub: hub)
 }
+
+/// A request whose body could not be parsed while its response was being written.
+struct ResponseWriteFailed: Error {}
 
 extension Duration {
     var timeAmount: TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }

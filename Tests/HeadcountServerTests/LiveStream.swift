@@ -1,7 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import HeadcountServer
-import HummingbirdTesting
+import ServiceLifecycle
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -221,10 +221,22 @@ func withServer(
         configuration.streamShape = shape
         var logger = Logger(label: "headcount-test")
         logger.logLevel = configuration.logLevel
-        let app = try buildApplication(configuration, logger: logger)
-        try await app.application.test(.live) { client in
-            let base = "http://127.0.0.1:\(client.port!)"
-            try await body(base, app)
+        let (ports, portSink) = AsyncStream<Int>.makeStream()
+        let app = try buildApplication(configuration, logger: logger, onReady: { portSink.yield($0) })
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw TestTimeout() }
+            do {
+                try await body("http://127.0.0.1:\(port)", app)
+            } catch {
+                await group.triggerGracefulShutdown()
+                try? await tasks.waitForAll()
+                throw error
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
         }
     }
 }

@@ -14,7 +14,7 @@ struct ShutdownTests {
         let (ports, portSink) = AsyncStream<Int>.makeStream()
         let logger = Logger(label: "shutdown-test")
         let app = try buildApplication(configuration, logger: logger, onReady: { portSink.yield($0) })
-        let group = ServiceGroup(services: [app.application], gracefulShutdownSignals: [], logger: logger)
+        let group = ServiceGroup(services: [app], gracefulShutdownSignals: [], logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             var iterator = ports.makeAsyncIterator()
