@@ -120,6 +120,7 @@ public func buildApplication(
             host: configuration.host,
             port: configuration.port,
             backlog: listenBacklog,
+            sockets: System.coreCount,
             onServerRunning: onServerRunning,
             logger: logger
         )

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import HummingbirdCore
 import Logging
 import NIOCore
@@ -25,23 +26,90 @@ struct HTTPListener: Service {
     let port: Int
     /// Pending-connection queue (the kernel caps it at `net.core.somaxconn`).
     let backlog: Int
+    /// Listening sockets: one per event loop (SO_REUSEPORT), each accepting onto its own loop.
+    let sockets: Int
     let onServerRunning: @Sendable (any Channel) async -> Void
     let logger: Logger
 
     func run() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
+        let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
         let (httpConnections, continuation) = AsyncStream.makeStream(of: HeadcountChildValue.self)
-        let quiesce = ServerQuiescingHelper(group: group)
+        // A port held by another process is an error, not a silent share: SO_REUSEPORT would let a second
+        // `headcount serve` on the same port take half the connections. Bind once without it first (this
+        // also resolves port 0), then the listeners on that port.
+        let probe: any Channel
+        do {
+            probe = try await bootstrap(on: loops[0], reusePort: false, continuation: continuation).bind(host: host, port: port).get()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            throw ListenError(description: "cannot listen on \(host):\(port): the address is in use (is another server running on this port?)")
+        } catch {
+            throw ListenError(description: "cannot listen on \(host):\(port): \(error)")
+        }
+        let boundPort = probe.localAddress?.port ?? port
+        try await probe.close()
+        var channels: [any Channel] = []
+        var quiescers: [ServerQuiescingHelper] = []
+        do {
+            for i in 0..<max(1, min(sockets, loops.count)) {
+                let quiesce = ServerQuiescingHelper(group: loops[i])
+                let channel = try await bootstrap(on: loops[i], reusePort: true, quiesce: quiesce, continuation: continuation)
+                    .bind(host: host, port: boundPort).get()
+                channels.append(channel)
+                quiescers.append(quiesce)
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw error
+        }
+        logger.info("Server started and listening on \(host):\(boundPort)", metadata: ["headcount.listeners": "\(channels.count)"])
         let childChannel = self.childChannel
         let logger = self.logger
-        let serverChannel = try await ServerBootstrap(group: group)
+        let listeners = channels
+        let quiescing = quiescers
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await onServerRunning(listeners[0])
+                await withDiscardingTaskGroup { tasks in
+                    tasks.addTask {
+                        // Every listener closed (shutdown, or an error): no new HTTP connections.
+                        for channel in listeners { try? await channel.closeFuture.get() }
+                        continuation.finish()
+                    }
+                    for await value in httpConnections {
+                        tasks.addTask { await childChannel.handle(value: value, logger: logger) }
+                    }
+                }
+            } onGracefulShutdown: {
+                // Closes the listeners and sends ChannelShouldQuiesceEvent to every open connection. Streams
+                // then close over the drain window; nothing here waits for them (PresenceService does).
+                for quiesce in quiescing { quiesce.initiateShutdown(promise: nil) }
+            }
+        } onCancel: {
+            for channel in listeners { channel.close(promise: nil) }
+        }
+    }
+
+    /// A bootstrap that accepts on `loop` and keeps each accepted connection on that same loop: no hop
+    /// between threads while a connection is set up.
+    private func bootstrap(
+        on loop: any EventLoop,
+        reusePort: Bool,
+        quiesce: ServerQuiescingHelper? = nil,
+        continuation: AsyncStream<HeadcountChildValue>.Continuation
+    ) -> ServerBootstrap {
+        let childChannel = self.childChannel
+        let logger = self.logger
+        return ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(ChannelOptions.backlog, value: Int32(clamping: backlog))
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: reusePort ? 1 : 0)
             // Accept up to 64 connections per wake-up of the listening socket (NIO's default is 4).
             .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 64)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                    if let quiesce {
+                        try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                    }
                 }
             }
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
@@ -54,31 +122,12 @@ struct HTTPListener: Service {
                     }
                 }
             }
-            .bind(host: host, port: port)
-            .get()
-        logger.info("Server started and listening on \(host):\(serverChannel.localAddress?.port ?? port)")
-        await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                await onServerRunning(serverChannel)
-                await withDiscardingTaskGroup { tasks in
-                    tasks.addTask {
-                        // The listener closed (shutdown, or an error): no new HTTP connections.
-                        try? await serverChannel.closeFuture.get()
-                        continuation.finish()
-                    }
-                    for await value in httpConnections {
-                        tasks.addTask { await childChannel.handle(value: value, logger: logger) }
-                    }
-                }
-            } onGracefulShutdown: {
-                // Closes the listener and sends ChannelShouldQuiesceEvent to every open connection. Streams
-                // then close over the drain window; nothing here waits for them (PresenceService does).
-                quiesce.initiateShutdown(promise: nil)
-            }
-        } onCancel: {
-            serverChannel.close(promise: nil)
-        }
     }
+}
+
+/// Why `headcount serve` could not open its port.
+public struct ListenError: Error, CustomStringConvertible {
+    public let description: String
 }
 
 /// The `Date` response header (RFC 9110 IMF-fixdate), formatted at most once a second.
