@@ -99,6 +99,8 @@ struct HTTPListener: Service {
     ) -> ServerBootstrap {
         let childChannel = self.childChannel
         let logger = self.logger
+        let deadPeerTimeout = childChannel.hub.configuration.deadPeerTimeout
+        let heartbeat = childChannel.hub.configuration.heartbeat
         return ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(ChannelOptions.backlog, value: Int32(clamping: backlog))
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -107,6 +109,7 @@ struct HTTPListener: Service {
             .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 64)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    DeadPeerDetection.configure(channel, timeout: deadPeerTimeout, heartbeat: heartbeat)
                     if let quiesce {
                         try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                     }

@@ -32,6 +32,9 @@ final class LoopStreams: @unchecked Sendable {
         return g
     }
 
+    /// The channels of this loop's open streams (for tests). Call on the loop.
+    func openChannels() -> [any Channel] { streams.compactMap { $0.context?.channel } }
+
     func add(_ stream: SSEStreamHandler) {
         stream.loopIndex = streams.count
         streams.append(stream)

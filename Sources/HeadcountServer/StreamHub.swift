@@ -41,6 +41,9 @@ final class StreamHub: Sendable {
         }
     }
 
+    /// Every loop's streams (for tests).
+    var allLoopStreams: [LoopStreams] { loops.withLock { Array($0.values) } }
+
     /// Streams open in either shape (each loop's counter plus the route streams).
     var streamCount: Int {
         loops.withLock { $0.values.reduce(0) { $0 + $1.count.load(ordering: .relaxed) } } + routeStreams.load(ordering: .relaxed)
@@ -49,8 +52,12 @@ final class StreamHub: Sendable {
     func randomRetryMilliseconds() -> Int {
         let low = Int(configuration.retryMin.seconds * 1000)
         let high = max(low, Int(configuration.retryMax.seconds * 1000))
-        return Int.random(in: low...high)
+        return low + Int(jitter.next() % UInt64(high - low + 1))
     }
+
+    /// Spreads reconnect delays. Not `Int.random`: the system generator costs a `getrandom` system call
+    /// per stream, one of the ~20 a connection took in a connect storm.
+    let jitter = Jitter()
 }
 
 /// CORS decisions shared by the middleware and the NIO stream path.
@@ -70,5 +77,17 @@ struct CORSPolicy: Sendable {
             return [("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"), ("Vary", "Origin")]
         }
         return []
+    }
+}
+
+/// A lock-free SplitMix64 sequence seeded from the system generator: cheap jitter, not for secrets.
+final class Jitter: Sendable {
+    private let state = Atomic<UInt64>(UInt64.random(in: .min ... .max))
+
+    func next() -> UInt64 {
+        var z = state.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

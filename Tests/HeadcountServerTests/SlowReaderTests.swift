@@ -71,4 +71,31 @@ struct DeadPeerTests {
         #expect(DeadPeerDetection.userTimeoutMilliseconds(timeout: .seconds(30), heartbeat: .seconds(60)) == 13_500)
         #expect(DeadPeerDetection.userTimeoutMilliseconds(timeout: .milliseconds(200), heartbeat: .seconds(15)) == 500)
     }
+
+    @Test("accepted streams carry keepalive and TCP_USER_TIMEOUT (inherited from the listening socket)")
+    func acceptedSocketsInheritOptions() async throws {
+        var c = HeadcountConfiguration.testing()
+        c.deadPeerTimeout = .seconds(6)
+        c.heartbeat = .seconds(2)
+        try await withServer(c, shapes: [.nio]) { base, app in
+            let streams = (0..<4).map { LiveStream.open("\(base)/rooms/opts/events?visitor=v\($0)") }
+            try await streams[0].waitForLatest { $0.int("online") == 4 }
+            var channels: [any Channel] = []
+            for loop in app.hub.allLoopStreams {
+                channels += try await loop.eventLoop.submit { loop.openChannels() }.get()
+            }
+            #expect(channels.count == 4)
+            let tcp = NIOBSDSocket.OptionLevel(rawValue: CInt(IPPROTO_TCP))
+            func option(_ name: CInt) -> ChannelOptions.Types.SocketOption {
+                ChannelOptions.Types.SocketOption(level: tcp, name: NIOBSDSocket.Option(rawValue: name))
+            }
+            for channel in channels {
+                #expect(try await channel.getOption(ChannelOptions.socketOption(.so_keepalive)) != 0)
+                #expect(try await channel.getOption(option(CInt(TCP_USER_TIMEOUT))) == 3_600)
+                #expect(try await channel.getOption(option(CInt(TCP_KEEPIDLE))) == 2)
+                #expect(try await channel.getOption(option(CInt(TCP_KEEPCNT))) == 4)
+            }
+            for s in streams { s.close() }
+        }
+    }
 }
