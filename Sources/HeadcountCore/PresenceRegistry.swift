@@ -35,6 +35,10 @@ public final class PresenceRegistry: Sendable {
         self.heartbeatBuffer = SSEEncoder.heartbeat()
     }
 
+    /// The time now on the registry's clock (one clock read per operation).
+    @inline(__always)
+    func clockNow() -> Moment { Moment(time.now, since: start) }
+
     // MARK: Joining and leaving
 
     /// Adds a subscriber. `visitor` nil makes a watcher that is not counted. The new subscriber's sink
@@ -51,9 +55,9 @@ public final class PresenceRegistry: Sendable {
     }
 
     func join(_ target: SubscriptionTarget, visitor: VisitorIdentity?, deliverTo sink: (any EventSink)?, initialTo: any EventSink) throws(JoinRefusal) -> Subscription {
-        let now = time.now
-        let result: Result<(Subscription, Work), JoinRefusal> = state.withLock { state in
-            if state.shuttingDown { return .failure(.shuttingDown) }
+        let now = clockNow()
+        let (sub, work) = try state.withLock { state throws(JoinRefusal) -> (Subscription, Work) in
+            if state.shuttingDown { throw .shuttingDown }
             state.nextSubscriptionID &+= 1
             let sub = Subscription(id: state.nextSubscriptionID, target: target, visitor: target == .site ? nil : visitor, sink: sink)
             var work = Work()
@@ -71,7 +75,7 @@ public final class PresenceRegistry: Sendable {
                 if let existing = state.rooms[name] {
                     room = existing
                 } else {
-                    guard state.rooms.count < configuration.maxRooms else { return .failure(.tooManyRooms) }
+                    guard state.rooms.count < configuration.maxRooms else { throw .tooManyRooms }
                     room = Room(name: name)
                     room.version = state.sequence  // a fresh room's first id is never below ids already issued
                     state.rooms[name] = room
@@ -85,19 +89,15 @@ public final class PresenceRegistry: Sendable {
                 }
                 work.initial = (initialTo, .room(room.counts), target)
             }
-            return .success((sub, work))
+            return (sub, work)
         }
-        switch result {
-        case .failure(let refusal): throw refusal
-        case .success(let (sub, work)):
-            perform(work)
-            return sub
-        }
+        perform(work)
+        return sub
     }
 
     /// Removes a subscriber. Idempotent. An identified visitor's last stream starts their leave grace.
     public func leave(_ subscription: Subscription) {
-        let now = time.now
+        let now = clockNow()
         let work: Work? = state.withLock { state in
             guard subscription.active else { return nil }
             subscription.active = false
@@ -127,7 +127,7 @@ public final class PresenceRegistry: Sendable {
     /// Tells the registry that a room's figures changed elsewhere (a cluster backplane's remote update):
     /// its subscribers get the merged figures, coalesced as usual.
     public func markChanged(room: String) {
-        let now = time.now
+        let now = clockNow()
         let work: Work = state.withLock { state in
             var work = Work()
             guard let existing = state.rooms[room] else { return work }
@@ -139,7 +139,7 @@ public final class PresenceRegistry: Sendable {
 
     /// Tells the registry that the site totals changed elsewhere.
     public func markSiteChanged() {
-        let now = time.now
+        let now = clockNow()
         let work: Work = state.withLock { state in
             var work = Work()
             state.siteChanged(now: now, configuration: configuration, work: &work)
@@ -152,7 +152,7 @@ public final class PresenceRegistry: Sendable {
 
     /// Expires leave graces and sends coalesced updates that are due. Call it often (every 10 ms or so).
     public func tick() {
-        let now = time.now
+        let now = clockNow()
         let work: Work = state.withLock { state in
             var work = Work()
             state.expireGraces(now: now, configuration: configuration, work: &work)
@@ -262,7 +262,7 @@ public final class PresenceRegistry: Sendable {
         return SiteStats(
             counts: backplane.mergeSite(local: counts),
             peakOnline: peak,
-            peakAt: peakAt.map { configuration.startWallTime + ($0 - start).seconds },
+            peakAt: peakAt.map { configuration.startWallTime + $0.seconds },
             startedAt: configuration.startWallTime,
             uptime: uptime,
             subscribers: subscribers

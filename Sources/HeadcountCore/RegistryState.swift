@@ -5,7 +5,7 @@ struct VisitorPresence {
     /// Open counted streams of this visitor in this room.
     var streams: Int
     /// Set while the visitor has no stream but is inside the leave grace.
-    var graceDeadline: ContinuousClock.Instant?
+    var graceDeadline: Moment?
 
     mutating func addStream() {
         streams += 1
@@ -15,7 +15,7 @@ struct VisitorPresence {
 
 /// A pending grace expiry. Entries are never removed early: a stale one is skipped when popped.
 struct GraceEntry: Comparable {
-    var deadline: ContinuousClock.Instant
+    var deadline: Moment
     var room: String
     var visitor: String
     static func < (a: GraceEntry, b: GraceEntry) -> Bool { a.deadline < b.deadline }
@@ -24,22 +24,27 @@ struct GraceEntry: Comparable {
 
 /// One room's subscribers and presence. A reference type, so that a subscription can hold its room and
 /// leave it without looking the room up by name; touched only under the registry's lock.
+///
+/// Its fields are `@exclusivity(unchecked)`: every access to a class's stored property otherwise costs a
+/// runtime exclusivity check (`swift_beginAccess`, a thread-local access set), together about a sixth of
+/// a join+leave pair in a profile. The registry's lock already serializes all access, and no method here
+/// passes one of these fields `inout` while touching it again.
 final class Room {
     let name: String
-    var roomSubscribers: ContiguousArray<Subscription> = []
-    var legacySubscribers: ContiguousArray<Subscription> = []
+    @exclusivity(unchecked) var roomSubscribers: ContiguousArray<Subscription> = []
+    @exclusivity(unchecked) var legacySubscribers: ContiguousArray<Subscription> = []
     /// Streams that receive this room's events, however they are delivered (one by one, or through a
     /// per-event-loop relay): what one event costs, and so what sizes coalescing and the fan-out budget.
-    var audience = 0
-    var connections = 0
-    var visitors: [String: VisitorPresence] = [:]
-    var version: UInt64 = 0
-    var peak = 0
-    var dirty = false
-    var lastBroadcast: ContinuousClock.Instant?
+    @exclusivity(unchecked) var audience = 0
+    @exclusivity(unchecked) var connections = 0
+    @exclusivity(unchecked) var visitors: [String: VisitorPresence] = [:]
+    @exclusivity(unchecked) var version: UInt64 = 0
+    @exclusivity(unchecked) var peak = 0
+    @exclusivity(unchecked) var dirty = false
+    @exclusivity(unchecked) var lastBroadcast: Moment?
     /// When the figures last changed: a stretched interval lets a burst's final state out once the room
     /// has been quiet for the plain update interval (see `flushDue`).
-    var lastChange: ContinuousClock.Instant?
+    @exclusivity(unchecked) var lastChange: Moment?
 
     init(name: String) { self.name = name }
 
@@ -57,12 +62,12 @@ final class Room {
 
     enum StreamRemoval {
         case stillPresent
-        case inGrace(ContinuousClock.Instant)
+        case inGrace(Moment)
         case removed(roomEmpty: Bool)
         case missing
     }
 
-    func removeStream(visitor id: String, graceUntil: ContinuousClock.Instant?) -> StreamRemoval {
+    func removeStream(visitor id: String, graceUntil: Moment?) -> StreamRemoval {
         connections -= 1
         guard let i = visitors.index(forKey: id) else {
             assertionFailure("stream left for a visitor that is not present")
@@ -80,7 +85,7 @@ final class Room {
 
     /// Removes `id` if it is still waiting out exactly this grace; returns whether the room became empty,
     /// or nil when the entry is stale.
-    func expire(visitor id: String, deadline: ContinuousClock.Instant) -> Bool? {
+    func expire(visitor id: String, deadline: Moment) -> Bool? {
         guard let i = visitors.index(forKey: id), visitors.values[i].streams == 0, visitors.values[i].graceDeadline == deadline else { return nil }
         visitors.remove(at: i)
         return visitors.isEmpty
@@ -96,7 +101,7 @@ final class Room {
     /// room's (stretched) interval, or older than `--update-interval` with no other change in the last
     /// `--update-interval` (an isolated change in a large room). A busy room holds it for its interval
     /// (see `PresenceConfiguration.coalescingInterval`); the global budget bounds what either costs.
-    func noteChange(version: UInt64, now: ContinuousClock.Instant, configuration: PresenceConfiguration, cost: Duration) -> ChangeOutcome {
+    func noteChange(version: UInt64, now: Moment, configuration: PresenceConfiguration, cost: Duration) -> ChangeOutcome {
         self.version = version
         let previousChange = lastChange
         lastChange = now
@@ -117,7 +122,7 @@ final class Room {
     /// (and at least that long since its last event). Its held state then goes out without waiting for the
     /// rest of the interval, budget permitting: a join storm's final count arrives ~100 ms after the last
     /// join, while the global budget still bounds what such flushes cost.
-    func burstEnded(now: ContinuousClock.Instant, since last: ContinuousClock.Instant, configuration: PresenceConfiguration) -> Bool {
+    func burstEnded(now: Moment, since last: Moment, configuration: PresenceConfiguration) -> Bool {
         guard let changed = lastChange else { return true }
         return now - last >= configuration.updateInterval && now - changed >= configuration.updateInterval
     }
@@ -192,12 +197,12 @@ struct State {
     var occupiedRooms = 0
     var siteVersion: UInt64 = 0
     var siteDirty = false
-    var siteLastBroadcast: ContinuousClock.Instant?
+    var siteLastBroadcast: Moment?
     var sequence: UInt64
     var dirtyRooms: [String] = []
     var graces = Heap<GraceEntry>()
     var peakOnline = 0
-    var peakAt: ContinuousClock.Instant?
+    var peakAt: Moment?
     var nextSubscriptionID: UInt64 = 0
     var subscriberCount = 0
     var shuttingDown = false
@@ -208,7 +213,7 @@ struct State {
     var measuredDeliveries: Double = 0
     /// Global fan-out budget, in deliveries (a token bucket): see `PresenceConfiguration.fanoutBudget`.
     var budgetTokens = Double.infinity
-    var budgetRefilledAt: ContinuousClock.Instant?
+    var budgetRefilledAt: Moment?
 
     init(sequence: UInt64) {
         self.sequence = sequence
@@ -250,7 +255,7 @@ struct State {
     // Operations take the `Room` itself: a join looks its room up once, a leave not at all (the
     // subscription holds its room). A visitor id is hashed once per dictionary it touches.
 
-    mutating func addStream(room: Room, visitor: VisitorIdentity, now: ContinuousClock.Instant) {
+    mutating func addStream(room: Room, visitor: VisitorIdentity, now: Moment) {
         let id = visitor.id
         let (isNewVisitor, firstVisitor) = room.addStream(visitor: id)
         siteConnections += 1
@@ -264,7 +269,7 @@ struct State {
         }
     }
 
-    mutating func removeStream(room: Room, visitor: VisitorIdentity, graceUntil: ContinuousClock.Instant?) {
+    mutating func removeStream(room: Room, visitor: VisitorIdentity, graceUntil: Moment?) {
         let id = visitor.id
         siteConnections -= 1
         switch room.removeStream(visitor: id, graceUntil: graceUntil) {
@@ -278,7 +283,7 @@ struct State {
     }
 
     /// Removes a visitor in grace whose deadline passed; returns the room, or nil when the entry was stale.
-    mutating func expireVisitor(room name: String, id: String, deadline: ContinuousClock.Instant) -> Room? {
+    mutating func expireVisitor(room name: String, id: String, deadline: Moment) -> Room? {
         guard let room = rooms[name], let roomEmpty = room.expire(visitor: id, deadline: deadline) else { return nil }
         visitorLeft(id: id, roomEmpty: roomEmpty)
         return room
@@ -299,7 +304,7 @@ struct State {
 
     /// Records a change of `name` and either flushes it now (first change after a quiet period) or
     /// leaves it for the next due flush.
-    mutating func changed(room: Room, now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work, localChange: Bool = true) {
+    mutating func changed(room: Room, now: Moment, configuration: PresenceConfiguration, work: inout Work, localChange: Bool = true) {
         let version = nextVersion()
         if localChange { siteChanged(now: now, configuration: configuration, work: &work) }
         switch room.noteChange(version: version, now: now, configuration: configuration, cost: fanoutCost(configuration)) {
@@ -319,7 +324,7 @@ struct State {
 
     /// Takes `deliveries` from the global fan-out budget if any is left (the bucket may go negative by
     /// one flush, so a room larger than the bucket still goes out; later flushes wait for the refill).
-    mutating func spend(_ deliveries: Int, now: ContinuousClock.Instant, configuration: PresenceConfiguration) -> Bool {
+    mutating func spend(_ deliveries: Int, now: Moment, configuration: PresenceConfiguration) -> Bool {
         guard let budget = configuration.fanoutBudget(cost: fanoutCost(configuration)) else { return true }
         if let last = budgetRefilledAt {
             budgetTokens = min(budget.burst, budgetTokens + budget.perSecond * (now - last).seconds)
@@ -332,7 +337,7 @@ struct State {
         return true
     }
 
-    mutating func siteChanged(now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work) {
+    mutating func siteChanged(now: Moment, configuration: PresenceConfiguration, work: inout Work) {
         siteVersion = nextVersion()
         if siteDirty {
             coalescedChanges += 1
@@ -350,7 +355,7 @@ struct State {
         flushSite(now: now, work: &work)
     }
 
-    mutating func flush(room: Room, now: ContinuousClock.Instant, work: inout Work) {
+    mutating func flush(room: Room, now: Moment, work: inout Work) {
         room.lastBroadcast = now
         room.dirty = false
         let local = publishLocalState ? LocalRoomState(room: room.name, connections: room.connections, visitors: Array(room.visitors.keys)) : nil
@@ -360,13 +365,13 @@ struct State {
         collectIfEmpty(room)
     }
 
-    mutating func flushSite(now: ContinuousClock.Instant, work: inout Work) {
+    mutating func flushSite(now: Moment, work: inout Work) {
         siteLastBroadcast = now
         siteDirty = false
         work.site = Work.SiteFanout(counts: siteCounts, subscribers: siteSubscribers)
     }
 
-    mutating func expireGraces(now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work) {
+    mutating func expireGraces(now: Moment, configuration: PresenceConfiguration, work: inout Work) {
         while let top = graces.min, top.deadline <= now {
             _ = graces.popMin()
             // A stale entry (the visitor came back, or a later grace superseded it) changes nothing.
@@ -375,7 +380,7 @@ struct State {
         }
     }
 
-    mutating func flushDue(now: ContinuousClock.Instant, configuration: PresenceConfiguration, work: inout Work) {
+    mutating func flushDue(now: Moment, configuration: PresenceConfiguration, work: inout Work) {
         if !dirtyRooms.isEmpty {
             var stillDirty: [String] = []
             for name in dirtyRooms {
