@@ -84,7 +84,7 @@ public final class PresenceRegistry: Sendable {
                 room.add(sub, format: format)
                 sub.roomState = room
                 if let visitor = sub.visitor {
-                    state.addStream(room: room, visitor: visitor, now: now)
+                    sub.visitorSlot = state.addStream(room: room, visitor: visitor.id, now: now)
                     state.changed(room: room, now: now, configuration: configuration, work: &work)
                 }
                 work.initial = (initialTo, .room(room.counts), target)
@@ -113,7 +113,7 @@ public final class PresenceRegistry: Sendable {
                 room.remove(subscription, format: format)
                 if let visitor = subscription.visitor {
                     let grace = visitor.hasGrace && configuration.leaveGrace > .zero
-                    state.removeStream(room: room, visitor: visitor, graceUntil: grace ? now + configuration.leaveGrace : nil)
+                    state.removeStream(room: room, slot: subscription.visitorSlot, graceUntil: grace ? now + configuration.leaveGrace : nil)
                     state.changed(room: room, now: now, configuration: configuration, work: &work)
                 } else {
                     state.collectIfEmpty(room)
@@ -226,7 +226,7 @@ public final class PresenceRegistry: Sendable {
     public func localState(room: String) -> LocalRoomState {
         state.withLock { state in
             guard let r = state.rooms[room] else { return LocalRoomState(room: room, connections: 0, visitors: []) }
-            return LocalRoomState(room: room, connections: r.connections, visitors: Array(r.visitors.keys))
+            return LocalRoomState(room: room, connections: r.connections, visitors: state.visitorIDs(in: r))
         }
     }
 
@@ -238,7 +238,7 @@ public final class PresenceRegistry: Sendable {
     /// The busiest rooms, most online first (then most connections, then name).
     public func busiestRooms(limit: Int) -> [RoomCounts] {
         let local: [RoomCounts] = state.withLock { state in
-            state.rooms.values.compactMap { room in room.visitors.isEmpty && room.connections == 0 ? nil : room.counts }
+            state.rooms.values.compactMap { room in room.members.isEmpty && room.connections == 0 ? nil : room.counts }
         }
         let merged = backplane.knownRooms(local: local).filter { $0.online > 0 || $0.connections > 0 }
         let sorted = merged.sorted { a, b in
@@ -302,11 +302,21 @@ public final class PresenceRegistry: Sendable {
                 }
             }
         }
-        let started = observer == nil ? nil : ContinuousClock.now
-        var delivered = 0
-        defer {
-            if let started, let observer, delivered > 0 { observer.fanout(subscribers: delivered, duration: ContinuousClock.now - started) }
+        // Nothing to fan out (the usual join or leave in a busy, coalesced room): no clock read either.
+        guard !work.rooms.isEmpty || work.site != nil else { return }
+        guard let observer else {
+            fanOut(work)
+            return
         }
+        let started = ContinuousClock.now
+        let delivered = fanOut(work)
+        if delivered > 0 { observer.fanout(subscribers: delivered, duration: ContinuousClock.now - started) }
+    }
+
+    /// Delivers the work's room and site events; returns the number of subscribers handed one.
+    @discardableResult
+    private func fanOut(_ work: Work) -> Int {
+        var delivered = 0
         for fanout in work.rooms {
             delivered += fanout.roomSubscribers.count + fanout.legacySubscribers.count
             if let local = fanout.localState { backplane.publish(room: local.room, local: local) }
@@ -326,5 +336,6 @@ public final class PresenceRegistry: Sendable {
             let buffer = SSEEncoder.siteEvent(counts)
             for sub in site.subscribers { sub.sink?.deliver(buffer, version: counts.version) }
         }
+        return delivered
     }
 }

@@ -1,25 +1,68 @@
 import HeapModule
 
 /// A visitor's presence in one room.
-struct VisitorPresence {
+struct RoomPresence {
+    let room: Room
     /// Open counted streams of this visitor in this room.
     var streams: Int
     /// Set while the visitor has no stream but is inside the leave grace.
     var graceDeadline: Moment?
+    /// Position of the visitor in `room.members` (swap-remove).
+    var memberIndex: Int
+}
 
-    mutating func addStream() {
-        streams += 1
-        graceDeadline = nil
+/// A visitor counted on this node: an entry of `State.visitorSlots`.
+///
+/// A join finds the slot by id (`State.visitorIndex`, the one hash of the visitor id per join); after
+/// that the slot is reached by its number, which the visitor's subscriptions, its room memberships
+/// (`Room.members`) and its grace entries hold. A leave therefore hashes no visitor id, except to drop a
+/// visitor who left their last room from the index. Slots are reused, so nothing per visitor is allocated.
+struct VisitorSlot {
+    var id: String
+    /// Bumped whenever the slot is freed, so that a grace entry can tell that the slot now holds someone else.
+    var generation: UInt32 = 0
+    /// The rooms where the visitor is counted: almost always one, kept inline; any others in `more`.
+    /// Invariant: `first` is nil only when `more` is empty too.
+    var first: RoomPresence?
+    var more: [RoomPresence] = []
+
+    /// Where the presence in `room` is: -1 for `first`, an index of `more`, or nil.
+    func find(_ room: Room) -> Int? {
+        guard let first else { return nil }
+        if first.room === room { return -1 }
+        return more.firstIndex { $0.room === room }
+    }
+
+    subscript(at position: Int) -> RoomPresence {
+        get { position < 0 ? first! : more[position] }
+        set {
+            if position < 0 { first = newValue } else { more[position] = newValue }
+        }
+    }
+
+    mutating func add(_ presence: RoomPresence) {
+        if first == nil { first = presence } else { more.append(presence) }
+    }
+
+    mutating func remove(at position: Int) {
+        if position >= 0 {
+            more.remove(at: position)
+        } else {
+            first = more.popLast()
+        }
     }
 }
 
 /// A pending grace expiry. Entries are never removed early: a stale one is skipped when popped.
 struct GraceEntry: Comparable {
     var deadline: Moment
-    var room: String
-    var visitor: String
+    var room: Room
+    var slot: Int
+    var generation: UInt32
     static func < (a: GraceEntry, b: GraceEntry) -> Bool { a.deadline < b.deadline }
-    static func == (a: GraceEntry, b: GraceEntry) -> Bool { a.deadline == b.deadline && a.room == b.room && a.visitor == b.visitor }
+    static func == (a: GraceEntry, b: GraceEntry) -> Bool {
+        a.deadline == b.deadline && a.room === b.room && a.slot == b.slot && a.generation == b.generation
+    }
 }
 
 /// One room's subscribers and presence. A reference type, so that a subscription can hold its room and
@@ -37,7 +80,8 @@ final class Room {
     /// per-event-loop relay): what one event costs, and so what sizes coalescing and the fan-out budget.
     @exclusivity(unchecked) var audience = 0
     @exclusivity(unchecked) var connections = 0
-    @exclusivity(unchecked) var visitors: [String: VisitorPresence] = [:]
+    /// Slots (`State.visitorSlots`) of the visitors counted here, including those in leave grace.
+    @exclusivity(unchecked) var members: ContiguousArray<Int> = []
     @exclusivity(unchecked) var version: UInt64 = 0
     @exclusivity(unchecked) var peak = 0
     @exclusivity(unchecked) var dirty = false
@@ -48,48 +92,8 @@ final class Room {
 
     init(name: String) { self.name = name }
 
-    var isEmpty: Bool { audience == 0 && roomSubscribers.isEmpty && legacySubscribers.isEmpty && visitors.isEmpty && connections == 0 }
-    var counts: RoomCounts { RoomCounts(room: name, online: visitors.count, connections: connections, peak: peak, version: version) }
-
-    /// One more stream of `id`; returns whether the visitor is new here and whether the room was empty.
-    func addStream(visitor id: String) -> (isNew: Bool, first: Bool) {
-        connections += 1
-        let before = visitors.count
-        visitors[id, default: VisitorPresence(streams: 0, graceDeadline: nil)].addStream()
-        let isNew = visitors.count > before
-        return (isNew, isNew && before == 0)
-    }
-
-    enum StreamRemoval {
-        case stillPresent
-        case inGrace(Moment)
-        case removed(roomEmpty: Bool)
-        case missing
-    }
-
-    func removeStream(visitor id: String, graceUntil: Moment?) -> StreamRemoval {
-        connections -= 1
-        guard let i = visitors.index(forKey: id) else {
-            assertionFailure("stream left for a visitor that is not present")
-            return .missing
-        }
-        visitors.values[i].streams -= 1
-        if visitors.values[i].streams > 0 { return .stillPresent }
-        if let deadline = graceUntil {
-            visitors.values[i].graceDeadline = deadline
-            return .inGrace(deadline)
-        }
-        visitors.remove(at: i)
-        return .removed(roomEmpty: visitors.isEmpty)
-    }
-
-    /// Removes `id` if it is still waiting out exactly this grace; returns whether the room became empty,
-    /// or nil when the entry is stale.
-    func expire(visitor id: String, deadline: Moment) -> Bool? {
-        guard let i = visitors.index(forKey: id), visitors.values[i].streams == 0, visitors.values[i].graceDeadline == deadline else { return nil }
-        visitors.remove(at: i)
-        return visitors.isEmpty
-    }
+    var isEmpty: Bool { audience == 0 && roomSubscribers.isEmpty && legacySubscribers.isEmpty && members.isEmpty && connections == 0 }
+    var counts: RoomCounts { RoomCounts(room: name, online: members.count, connections: connections, peak: peak, version: version) }
 
     enum ChangeOutcome {
         case alreadyDirty
@@ -105,7 +109,7 @@ final class Room {
         self.version = version
         let previousChange = lastChange
         lastChange = now
-        if visitors.count > peak { peak = visitors.count }
+        if members.count > peak { peak = members.count }
         if dirty { return .alreadyDirty }
         if let last = lastBroadcast {
             let since = now - last
@@ -191,8 +195,12 @@ struct State {
     var siteSubscribers: ContiguousArray<Subscription> = []
     /// Streams that receive site events (see `Room.audience`).
     var siteAudience = 0
-    /// Visitor id → number of rooms where the visitor is counted.
-    var siteVisitors: [String: Int] = [:]
+    /// Visitor id → slot in `visitorSlots`, for every visitor counted in some room (its count is the
+    /// site's `online`).
+    var visitorIndex: [String: Int] = [:]
+    var visitorSlots: ContiguousArray<VisitorSlot> = []
+    /// Slots free for reuse.
+    var freeSlots: [Int] = []
     var siteConnections = 0
     var occupiedRooms = 0
     var siteVersion: UInt64 = 0
@@ -221,7 +229,7 @@ struct State {
     }
 
     var siteCounts: SiteCounts {
-        SiteCounts(online: siteVisitors.count, connections: siteConnections, rooms: occupiedRooms, version: siteVersion)
+        SiteCounts(online: visitorIndex.count, connections: siteConnections, rooms: occupiedRooms, version: siteVersion)
     }
 
     /// Adds one fan-out's measured cost; the newest ~50,000 deliveries weigh in.
@@ -253,47 +261,98 @@ struct State {
     // MARK: Streams and visitors
     //
     // Operations take the `Room` itself: a join looks its room up once, a leave not at all (the
-    // subscription holds its room). A visitor id is hashed once per dictionary it touches.
+    // subscription holds its room). A join hashes the visitor id once (`visitorIndex`); a leave hashes it
+    // only when the visitor left their last room (see `VisitorSlot`).
 
-    mutating func addStream(room: Room, visitor: VisitorIdentity, now: Moment) {
-        let id = visitor.id
-        let (isNewVisitor, firstVisitor) = room.addStream(visitor: id)
+    /// One more stream of visitor `id` in `room`; returns the visitor's slot, which the subscription keeps.
+    mutating func addStream(room: Room, visitor id: String, now: Moment) -> Int {
+        room.connections += 1
         siteConnections += 1
-        guard isNewVisitor else { return }
-        if firstVisitor { occupiedRooms += 1 }
-        let before = siteVisitors.count
-        siteVisitors[id, default: 0] += 1
-        if siteVisitors.count > before, siteVisitors.count > peakOnline {
-            peakOnline = siteVisitors.count
-            peakAt = now
+        // Look the id up and, when it is new, enter it with one hash: the slot it will get is known
+        // beforehand (the last free one, or a new one at the end).
+        let candidate = freeSlots.last ?? visitorSlots.count
+        var isNewVisitor = false
+        func claim(_ slot: inout Int) -> Int {
+            if slot < 0 {
+                slot = candidate
+                isNewVisitor = true
+            }
+            return slot
         }
+        let slot = claim(&visitorIndex[id, default: -1])
+        if isNewVisitor {
+            if slot == visitorSlots.count {
+                visitorSlots.append(VisitorSlot(id: id))
+            } else {
+                freeSlots.removeLast()
+                visitorSlots[slot].id = id
+            }
+            if visitorIndex.count > peakOnline {
+                peakOnline = visitorIndex.count
+                peakAt = now
+            }
+        }
+        if let position = visitorSlots[slot].find(room) {
+            visitorSlots[slot][at: position].streams += 1
+            visitorSlots[slot][at: position].graceDeadline = nil
+        } else {
+            visitorSlots[slot].add(RoomPresence(room: room, streams: 1, graceDeadline: nil, memberIndex: room.members.count))
+            room.members.append(slot)
+            if room.members.count == 1 { occupiedRooms += 1 }
+        }
+        return slot
     }
 
-    mutating func removeStream(room: Room, visitor: VisitorIdentity, graceUntil: Moment?) {
-        let id = visitor.id
+    /// One stream fewer of the visitor in `slot`; their last one starts the grace when `graceUntil` is set.
+    mutating func removeStream(room: Room, slot: Int, graceUntil: Moment?) {
+        room.connections -= 1
         siteConnections -= 1
-        switch room.removeStream(visitor: id, graceUntil: graceUntil) {
-        case .stillPresent, .missing:
-            break
-        case .inGrace(let deadline):
-            graces.insert(GraceEntry(deadline: deadline, room: room.name, visitor: id))
-        case .removed(let roomEmpty):
-            visitorLeft(id: id, roomEmpty: roomEmpty)
+        guard slot >= 0, slot < visitorSlots.count, let position = visitorSlots[slot].find(room) else {
+            assertionFailure("stream left for a visitor that is not present")
+            return
+        }
+        visitorSlots[slot][at: position].streams -= 1
+        if visitorSlots[slot][at: position].streams > 0 { return }
+        if let deadline = graceUntil {
+            visitorSlots[slot][at: position].graceDeadline = deadline
+            graces.insert(GraceEntry(deadline: deadline, room: room, slot: slot, generation: visitorSlots[slot].generation))
+            return
+        }
+        removePresence(slot: slot, position: position, room: room)
+    }
+
+    /// Removes a visitor in grace whose deadline passed; returns the room, or nil when the entry was stale
+    /// (the visitor came back, a later grace superseded it, or the slot went to someone else).
+    mutating func expire(_ entry: GraceEntry) -> Room? {
+        guard visitorSlots[entry.slot].generation == entry.generation, let position = visitorSlots[entry.slot].find(entry.room) else { return nil }
+        let presence = visitorSlots[entry.slot][at: position]
+        guard presence.streams == 0, presence.graceDeadline == entry.deadline else { return nil }
+        removePresence(slot: entry.slot, position: position, room: entry.room)
+        return entry.room
+    }
+
+    /// The visitor in `slot` is no longer counted in `room`; a visitor in no room any more leaves the site.
+    private mutating func removePresence(slot: Int, position: Int, room: Room) {
+        let memberIndex = visitorSlots[slot][at: position].memberIndex
+        visitorSlots[slot].remove(at: position)
+        // Swap-remove from the room's members; the member moved into the gap learns its new position.
+        let last = room.members.removeLast()
+        if memberIndex < room.members.count {
+            room.members[memberIndex] = last
+            if let moved = visitorSlots[last].find(room) { visitorSlots[last][at: moved].memberIndex = memberIndex }
+        }
+        if room.members.isEmpty { occupiedRooms -= 1 }
+        if visitorSlots[slot].first == nil {
+            visitorIndex.removeValue(forKey: visitorSlots[slot].id)
+            visitorSlots[slot].id = ""
+            visitorSlots[slot].generation &+= 1
+            freeSlots.append(slot)
         }
     }
 
-    /// Removes a visitor in grace whose deadline passed; returns the room, or nil when the entry was stale.
-    mutating func expireVisitor(room name: String, id: String, deadline: Moment) -> Room? {
-        guard let room = rooms[name], let roomEmpty = room.expire(visitor: id, deadline: deadline) else { return nil }
-        visitorLeft(id: id, roomEmpty: roomEmpty)
-        return room
-    }
-
-    private mutating func visitorLeft(id: String, roomEmpty: Bool) {
-        if roomEmpty { occupiedRooms -= 1 }
-        if let i = siteVisitors.index(forKey: id) {
-            if siteVisitors.values[i] <= 1 { siteVisitors.remove(at: i) } else { siteVisitors.values[i] -= 1 }
-        }
+    /// Ids of the visitors counted in `room`.
+    func visitorIDs(in room: Room) -> [String] {
+        room.members.map { visitorSlots[$0].id }
     }
 
     mutating func collectIfEmpty(_ room: Room) {
@@ -358,7 +417,7 @@ struct State {
     mutating func flush(room: Room, now: Moment, work: inout Work) {
         room.lastBroadcast = now
         room.dirty = false
-        let local = publishLocalState ? LocalRoomState(room: room.name, connections: room.connections, visitors: Array(room.visitors.keys)) : nil
+        let local = publishLocalState ? LocalRoomState(room: room.name, connections: room.connections, visitors: visitorIDs(in: room)) : nil
         work.rooms.append(
             Work.RoomFanout(counts: room.counts, roomSubscribers: room.roomSubscribers, legacySubscribers: room.legacySubscribers, localState: local)
         )
@@ -375,7 +434,7 @@ struct State {
         while let top = graces.min, top.deadline <= now {
             _ = graces.popMin()
             // A stale entry (the visitor came back, or a later grace superseded it) changes nothing.
-            guard let room = expireVisitor(room: top.room, id: top.visitor, deadline: top.deadline) else { continue }
+            guard let room = expire(top) else { continue }
             changed(room: room, now: now, configuration: configuration, work: &work)
         }
     }

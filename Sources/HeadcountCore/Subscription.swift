@@ -45,6 +45,8 @@ public final class Subscription: @unchecked Sendable {
     @exclusivity(unchecked) var active: Bool = true
     /// The room joined (nil for the site, and once left).
     @exclusivity(unchecked) var roomState: Room?
+    /// The visitor's slot in the registry (`VisitorSlot`) while joined to a room as a counted visitor.
+    @exclusivity(unchecked) var visitorSlot: Int = -1
     /// 1 when this subscription is one stream that receives events (itself, or through a relay), 0 for
     /// a relay: what it adds to its room's audience.
     let audience: Int
