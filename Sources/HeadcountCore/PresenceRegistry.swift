@@ -56,7 +56,7 @@ public final class PresenceRegistry: Sendable {
 
     func join(_ target: SubscriptionTarget, visitor: VisitorIdentity?, deliverTo sink: (any EventSink)?, initialTo: any EventSink) throws(JoinRefusal) -> Subscription {
         let now = clockNow()
-        let (sub, work) = try state.withLock { state throws(JoinRefusal) -> (Subscription, Work) in
+        let (sub, initial, work) = try state.withLock { state throws(JoinRefusal) -> (Subscription, Work.Initial, Work) in
             if state.shuttingDown { throw .shuttingDown }
             state.nextSubscriptionID &+= 1
             let sub = Subscription(id: state.nextSubscriptionID, target: target, visitor: target == .site ? nil : visitor, sink: sink)
@@ -69,7 +69,7 @@ public final class PresenceRegistry: Sendable {
                     state.siteSubscribers.append(sub)
                 }
                 state.subscriberCount += 1
-                work.initial = (initialTo, .site(state.siteCounts), target)
+                return (sub, .site(state.siteCounts), work)
             case .room(let name, let format):
                 let room: Room
                 if let existing = state.rooms[name] {
@@ -87,10 +87,10 @@ public final class PresenceRegistry: Sendable {
                     sub.visitorSlot = state.addStream(room: room, visitor: visitor.id, now: now)
                     state.changed(room: room, now: now, configuration: configuration, work: &work)
                 }
-                work.initial = (initialTo, .room(room.counts), target)
+                return (sub, .room(room.counts, format), work)
             }
-            return (sub, work)
         }
+        deliverInitial(initial, to: initialTo)
         perform(work)
         return sub
     }
@@ -98,8 +98,8 @@ public final class PresenceRegistry: Sendable {
     /// Removes a subscriber. Idempotent. An identified visitor's last stream starts their leave grace.
     public func leave(_ subscription: Subscription) {
         let now = clockNow()
-        let work: Work? = state.withLock { state in
-            guard subscription.active else { return nil }
+        let work: Work = state.withLock { state in
+            guard subscription.active else { return Work() }
             subscription.active = false
             state.subscriberCount -= 1
             var work = Work()
@@ -121,7 +121,7 @@ public final class PresenceRegistry: Sendable {
             }
             return work
         }
-        if let work { perform(work) }
+        perform(work)
     }
 
     /// Tells the registry that a room's figures changed elsewhere (a cluster backplane's remote update):
@@ -288,20 +288,20 @@ public final class PresenceRegistry: Sendable {
 
     // MARK: Delivery
 
+    /// Sends a new subscriber its first event: the current figures.
+    private func deliverInitial(_ initial: Work.Initial, to sink: any EventSink) {
+        switch initial {
+        case .site(let local):
+            let counts = backplane.mergeSite(local: local)
+            sink.deliver(SSEEncoder.siteEvent(counts), version: counts.version)
+        case .room(let local, let format):
+            let counts = backplane.merge(room: local.room, local: local)
+            sink.deliver(SSEEncoder.roomEvent(counts, format: format), version: counts.version)
+        }
+    }
+
     /// Encodes each pending event once and hands the same bytes to every subscriber, outside the lock.
     func perform(_ work: Work) {
-        if let (sink, initial, target) = work.initial {
-            switch initial {
-            case .site(let local):
-                let counts = backplane.mergeSite(local: local)
-                sink.deliver(SSEEncoder.siteEvent(counts), version: counts.version)
-            case .room(let local):
-                if case .room(let name, let format) = target {
-                    let counts = backplane.merge(room: name, local: local)
-                    sink.deliver(SSEEncoder.roomEvent(counts, format: format), version: counts.version)
-                }
-            }
-        }
         // Nothing to fan out (the usual join or leave in a busy, coalesced room): no clock read either.
         guard !work.rooms.isEmpty || work.site != nil else { return }
         guard let observer else {

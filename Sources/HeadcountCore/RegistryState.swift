@@ -105,7 +105,10 @@ final class Room {
     /// room's (stretched) interval, or older than `--update-interval` with no other change in the last
     /// `--update-interval` (an isolated change in a large room). A busy room holds it for its interval
     /// (see `PresenceConfiguration.coalescingInterval`); the global budget bounds what either costs.
-    func noteChange(version: UInt64, now: Moment, configuration: PresenceConfiguration, cost: Duration) -> ChangeOutcome {
+    ///
+    /// `cost` is evaluated only when a busy room needs its stretched interval (a change to a room that is
+    /// already dirty, the usual case in a storm, needs no cost).
+    func noteChange(version: UInt64, now: Moment, configuration: PresenceConfiguration, cost: @autoclosure () -> Duration) -> ChangeOutcome {
         self.version = version
         let previousChange = lastChange
         lastChange = now
@@ -114,7 +117,7 @@ final class Room {
         if let last = lastBroadcast {
             let since = now - last
             let busy = previousChange.map { now - $0 < configuration.updateInterval } ?? false
-            if since < configuration.updateInterval || (busy && since < configuration.coalescingInterval(subscribers: audience, cost: cost)) {
+            if since < configuration.updateInterval || (busy && since < configuration.coalescingInterval(subscribers: audience, cost: cost())) {
                 dirty = true
                 return .deferred
             }
@@ -171,8 +174,10 @@ extension ContiguousArray where Element == Subscription {
 
 /// Work computed under the lock and carried out after it is released.
 struct Work {
+    /// A new subscriber's first event, delivered by `join` itself (kept out of `Work`, which is
+    /// returned from every operation and so is copied on every join and leave).
     enum Initial {
-        case room(RoomCounts)
+        case room(RoomCounts, EventFormat)
         case site(SiteCounts)
     }
     struct RoomFanout {
@@ -185,7 +190,6 @@ struct Work {
         var counts: SiteCounts
         var subscribers: ContiguousArray<Subscription>
     }
-    var initial: (any EventSink, Initial, SubscriptionTarget)?
     var rooms: [RoomFanout] = []
     var site: SiteFanout?
 }
