@@ -17,6 +17,11 @@ public final class PresenceRegistry: Sendable {
     let heartbeatBuffer: ByteBuffer
 
     let observer: (any RegistryObserver)?
+    /// The backplane is the in-memory default, whose merge returns the local figures unchanged: the hot
+    /// paths then skip the existential call and the copies of the figures it costs.
+    let mergesNothing: Bool
+    /// The time source is the system clock: read `ContinuousClock` directly, not through the existential.
+    let systemTime: Bool
 
     public init(
         configuration: PresenceConfiguration = .init(),
@@ -33,11 +38,19 @@ public final class PresenceRegistry: Sendable {
         initial.publishLocalState = backplane.needsLocalState
         self.state = Mutex(initial)
         self.heartbeatBuffer = SSEEncoder.heartbeat()
+        self.mergesNothing = backplane is LocalBackplane
+        self.systemTime = time is SystemTimeSource
     }
 
     /// The time now on the registry's clock (one clock read per operation).
     @inline(__always)
-    func clockNow() -> Moment { Moment(time.now, since: start) }
+    func clockNow() -> Moment { Moment(systemTime ? ContinuousClock.now : time.now, since: start) }
+
+    /// The figures subscribers of a room see (see `mergesNothing`).
+    @inline(__always)
+    func merged(_ local: RoomCounts) -> RoomCounts {
+        mergesNothing ? local : backplane.merge(room: local.room, local: local)
+    }
 
     // MARK: Joining and leaving
 
@@ -295,7 +308,7 @@ public final class PresenceRegistry: Sendable {
             let counts = backplane.mergeSite(local: local)
             sink.deliver(SSEEncoder.siteEvent(counts), version: counts.version)
         case .room(let local, let format):
-            let counts = backplane.merge(room: local.room, local: local)
+            let counts = merged(local)
             sink.deliver(SSEEncoder.roomEvent(counts, format: format), version: counts.version)
         }
     }
@@ -320,7 +333,7 @@ public final class PresenceRegistry: Sendable {
         for fanout in work.rooms {
             delivered += fanout.roomSubscribers.count + fanout.legacySubscribers.count
             if let local = fanout.localState { backplane.publish(room: local.room, local: local) }
-            let counts = backplane.merge(room: fanout.counts.room, local: fanout.counts)
+            let counts = merged(fanout.counts)
             if !fanout.roomSubscribers.isEmpty {
                 let buffer = SSEEncoder.roomEvent(counts, format: .room)
                 for sub in fanout.roomSubscribers { sub.sink?.deliver(buffer, version: counts.version) }
