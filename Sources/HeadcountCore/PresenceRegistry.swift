@@ -72,7 +72,8 @@ public final class PresenceRegistry: Sendable {
         let (sub, initial, work) = try state.withLock { state throws(JoinRefusal) -> (Subscription, Work.Initial, Work) in
             if state.shuttingDown { throw .shuttingDown }
             state.nextSubscriptionID &+= 1
-            let sub = Subscription(id: state.nextSubscriptionID, target: target, visitor: target == .site ? nil : visitor, sink: sink)
+            let isSite = if case .site = target { true } else { false }
+            let sub = Subscription(id: state.nextSubscriptionID, target: target, visitor: isSite ? nil : visitor, sink: sink)
             var work = Work()
             switch target {
             case .site:
@@ -96,7 +97,7 @@ public final class PresenceRegistry: Sendable {
                 state.subscriberCount += 1
                 room.add(sub, format: format)
                 sub.roomState = room
-                if let visitor = sub.visitor {
+                if let visitor {
                     sub.visitorSlot = state.addStream(room: room, visitor: visitor.id, now: now)
                     state.changed(room: room, now: now, configuration: configuration, work: &work)
                 }
@@ -124,8 +125,8 @@ public final class PresenceRegistry: Sendable {
                 guard let room = subscription.roomState else { break }
                 subscription.roomState = nil
                 room.remove(subscription, format: format)
-                if let visitor = subscription.visitor {
-                    let grace = visitor.hasGrace && configuration.leaveGrace > .zero
+                if subscription.visitorSlot >= 0 {
+                    let grace = subscription.hasGrace && configuration.leaveGrace > .zero
                     state.removeStream(room: room, slot: subscription.visitorSlot, graceUntil: grace ? now + configuration.leaveGrace : nil)
                     state.changed(room: room, now: now, configuration: configuration, work: &work)
                 } else {

@@ -34,10 +34,12 @@ struct VisitorSlot {
     }
 
     subscript(at position: Int) -> RoomPresence {
-        get { position < 0 ? first! : more[position] }
-        set {
-            if position < 0 { first = newValue } else { more[position] = newValue }
-        }
+        position < 0 ? first! : more[position]
+    }
+
+    /// Changes the presence at `position` in place (a get and a set would copy it, retaining its room).
+    mutating func update<R>(at position: Int, _ body: (inout RoomPresence) -> R) -> R {
+        position < 0 ? body(&first!) : body(&more[position])
     }
 
     mutating func add(_ presence: RoomPresence) {
@@ -297,8 +299,10 @@ struct State {
             }
         }
         if let position = visitorSlots[slot].find(room) {
-            visitorSlots[slot][at: position].streams += 1
-            visitorSlots[slot][at: position].graceDeadline = nil
+            visitorSlots[slot].update(at: position) { presence in
+                presence.streams += 1
+                presence.graceDeadline = nil
+            }
         } else {
             visitorSlots[slot].add(RoomPresence(room: room, streams: 1, graceDeadline: nil, memberIndex: room.members.count))
             room.members.append(slot)
@@ -315,10 +319,13 @@ struct State {
             assertionFailure("stream left for a visitor that is not present")
             return
         }
-        visitorSlots[slot][at: position].streams -= 1
-        if visitorSlots[slot][at: position].streams > 0 { return }
+        let stillPresent = visitorSlots[slot].update(at: position) { presence in
+            presence.streams -= 1
+            if presence.streams == 0, let graceUntil { presence.graceDeadline = graceUntil }
+            return presence.streams > 0
+        }
+        if stillPresent { return }
         if let deadline = graceUntil {
-            visitorSlots[slot][at: position].graceDeadline = deadline
             graces.insert(GraceEntry(deadline: deadline, room: room, slot: slot, generation: visitorSlots[slot].generation))
             return
         }
@@ -343,7 +350,7 @@ struct State {
         let last = room.members.removeLast()
         if memberIndex < room.members.count {
             room.members[memberIndex] = last
-            if let moved = visitorSlots[last].find(room) { visitorSlots[last][at: moved].memberIndex = memberIndex }
+            if let moved = visitorSlots[last].find(room) { visitorSlots[last].update(at: moved) { $0.memberIndex = memberIndex } }
         }
         if room.members.isEmpty { occupiedRooms -= 1 }
         if visitorSlots[slot].first == nil {

@@ -50,6 +50,9 @@ public final class Subscription: @unchecked Sendable {
     /// 1 when this subscription is one stream that receives events (itself, or through a relay), 0 for
     /// a relay: what it adds to its room's audience.
     let audience: Int
+    /// Whether the visitor stays online for the leave grace after this stream (identified visitors),
+    /// kept apart so that a leave need not copy `visitor`.
+    let hasGrace: Bool
 
     init(id: UInt64, target: SubscriptionTarget, visitor: VisitorIdentity?, sink: (any EventSink)?) {
         self.id = id
@@ -57,6 +60,7 @@ public final class Subscription: @unchecked Sendable {
         self.visitor = visitor
         self.sink = sink
         self.audience = sink?.isRelay == true ? 0 : 1
+        self.hasGrace = visitor?.hasGrace ?? false
     }
 
     public var room: String? {

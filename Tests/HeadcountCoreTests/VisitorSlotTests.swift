@@ -141,4 +141,55 @@ import Testing
         h.registry.leave(watch)
         #expect(h.registry.roomCount == 0)
     }
+
+    @Test func thousandsOfVisitorsComingAndGoingKeepEveryCountExact() throws {
+        // Thousands of distinct visitors come and go (their slots reused over and over) while a few
+        // stay: those who stayed, and one who returns, are still counted right.
+        let h = Harness(leaveGrace: .zero)
+        let stayers = try (0..<5).map { try h.join("r", .identified("stay\($0)")).0 }
+        let (otherRoom, _) = try h.join("s", .identified("stay0"))
+        for i in 0..<3_000 {
+            let (sub, _) = try h.join(i % 2 == 0 ? "r" : "s", .ephemeral("tab\(i)"))
+            #expect(h.registry.siteCounts().online == 6)
+            h.registry.leave(sub)
+        }
+        #expect(h.registry.siteCounts().online == 5)
+        #expect(h.online("r") == 5)
+        #expect(h.online("s") == 1)
+        #expect(Set(h.registry.localState(room: "r").visitors) == Set((0..<5).map { "stay\($0)" }))
+        let (back, _) = try h.join("r", .ephemeral("tab7"))  // a visitor who left long ago
+        #expect(h.registry.siteCounts().online == 6)
+        h.registry.leave(back)
+        for sub in stayers { h.registry.leave(sub) }
+        #expect(h.registry.siteCounts().online == 1, "stay0 is still in s")
+        h.registry.leave(otherRoom)
+        #expect(h.registry.siteCounts().online == 0)
+        #expect(h.registry.stats().peakOnline == 6)
+    }
+
+    @Test func aStaleGraceEntryOfAFreedSlotIsIgnored() throws {
+        // alice leaves in grace (an entry due at t+3), comes back on an ephemeral stream with the same id
+        // and leaves for good: her entry stays in the heap while her slot is freed and reused by the
+        // visitors who follow; the bobs then leave in grace with the same deadline.
+        let h = Harness(leaveGrace: .seconds(3))
+        let (a1, _) = try h.join("r", .identified("alice"))
+        h.registry.leave(a1)
+        let (a2, _) = try h.join("r", .ephemeral("alice"))
+        h.registry.leave(a2)
+        #expect(h.online("r") == 0)
+        for i in 0..<2_100 {
+            let (sub, _) = try h.join("r", .ephemeral("tab\(i)"))
+            h.registry.leave(sub)
+        }
+        var bobs: [Subscription] = []
+        for i in 0..<40 { bobs.append(try h.join("r", .identified("bob\(i)")).0) }
+        for sub in bobs { h.registry.leave(sub) }
+        #expect(h.online("r") == 40)
+        h.advanceAndTick(.milliseconds(2_999))
+        #expect(h.online("r") == 40, "every bob is inside his grace")
+        h.advanceAndTick(.milliseconds(1))
+        #expect(h.online("r") == 0)
+        h.settle()
+        #expect(!h.registry.hasPendingWork)
+    }
 }
