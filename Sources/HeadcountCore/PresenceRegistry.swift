@@ -86,7 +86,9 @@ public final class PresenceRegistry: Sendable {
                 return (sub, .site(state.siteCounts), work)
             case .room(let name, let format):
                 let room: Room
-                if let existing = state.rooms[name] {
+                if let recent = state.lastJoinedRoom, recent.name == name {
+                    room = recent
+                } else if let existing = state.rooms[name] {
                     room = existing
                 } else {
                     guard state.rooms.count < configuration.maxRooms else { throw .tooManyRooms }
@@ -94,6 +96,7 @@ public final class PresenceRegistry: Sendable {
                     room.version = state.sequence  // a fresh room's first id is never below ids already issued
                     state.rooms[name] = room
                 }
+                state.lastJoinedRoom = room
                 state.subscriberCount += 1
                 room.add(sub, format: format)
                 sub.roomState = room

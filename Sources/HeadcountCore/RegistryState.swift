@@ -198,6 +198,9 @@ struct Work {
 
 struct State {
     var rooms: [String: Room] = [:]
+    /// The room of the latest join, while it exists: joins come in bursts to one room (a page goes live, a
+    /// link is shared), and a burst then finds its room with one string comparison instead of a hash.
+    var lastJoinedRoom: Room?
     var siteSubscribers: ContiguousArray<Subscription> = []
     /// Streams that receive site events (see `Room.audience`).
     var siteAudience = 0
@@ -232,6 +235,9 @@ struct State {
     init(sequence: UInt64) {
         self.sequence = sequence
         self.siteVersion = sequence
+        // Room for the first visitors, so that the first joins do not pay for growing these tables.
+        visitorSlots.reserveCapacity(64)
+        freeSlots.reserveCapacity(64)
     }
 
     var siteCounts: SiteCounts {
@@ -367,7 +373,10 @@ struct State {
     }
 
     mutating func collectIfEmpty(_ room: Room) {
-        if room.isEmpty, !room.dirty, rooms[room.name] === room { rooms.removeValue(forKey: room.name) }
+        if room.isEmpty, !room.dirty, rooms[room.name] === room {
+            rooms.removeValue(forKey: room.name)
+            if lastJoinedRoom === room { lastJoinedRoom = nil }
+        }
     }
 
     // MARK: Change notification

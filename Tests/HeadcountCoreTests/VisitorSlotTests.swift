@@ -192,4 +192,29 @@ import Testing
         h.settle()
         #expect(!h.registry.hasPendingWork)
     }
+
+    @Test func aRoomCollectedAndCreatedAgainIsTheNewOne() throws {
+        // The registry remembers the room of the latest join; once that room is gone, a join with its
+        // name must create and find the new room.
+        let h = Harness(leaveGrace: .zero)
+        let (watcher, _) = try h.join("r", nil)
+        h.registry.leave(watcher)
+        h.settle()
+        #expect(h.registry.roomCount == 0)
+        let (alice, sink) = try h.join("r", .identified("alice"))
+        #expect(h.registry.roomCount == 1)
+        #expect(h.online("r") == 1)
+        #expect(sink.last?.parsed.online == 1)
+        let (bob, _) = try h.join("other", .identified("bob"))
+        let (carol, _) = try h.join("r", .identified("carol"))
+        #expect(h.online("r") == 2)
+        #expect(h.online("other") == 1)
+        #expect(h.registry.siteCounts().online == 3)
+        for sub in [alice, bob, carol] { h.registry.leave(sub) }
+        h.settle()
+        #expect(h.registry.roomCount == 0)
+        let (again, _) = try h.join("r", .identified("dave"))
+        #expect(h.online("r") == 1)
+        h.registry.leave(again)
+    }
 }
