@@ -17,6 +17,11 @@ public final class PresenceRegistry: Sendable {
     let heartbeatBuffer: ByteBuffer
 
     let observer: (any RegistryObserver)?
+    /// The backplane is the in-memory default, whose merge returns the local figures unchanged: the hot
+    /// paths then skip the existential call and the copies of the figures it costs.
+    let mergesNothing: Bool
+    /// The time source is the system clock: read `ContinuousClock` directly, not through the existential.
+    let systemTime: Bool
 
     public init(
         configuration: PresenceConfiguration = .init(),
@@ -33,6 +38,18 @@ public final class PresenceRegistry: Sendable {
         initial.publishLocalState = backplane.needsLocalState
         self.state = Mutex(initial)
         self.heartbeatBuffer = SSEEncoder.heartbeat()
+        self.mergesNothing = backplane is LocalBackplane
+        self.systemTime = time is SystemTimeSource
+    }
+
+    /// The time now on the registry's clock (one clock read per operation).
+    @inline(__always)
+    func clockNow() -> Moment { Moment(systemTime ? ContinuousClock.now : time.now, since: start) }
+
+    /// The figures subscribers of a room see (see `mergesNothing`).
+    @inline(__always)
+    func merged(_ local: RoomCounts) -> RoomCounts {
+        mergesNothing ? local : backplane.merge(room: local.room, local: local)
     }
 
     // MARK: Joining and leaving
@@ -51,11 +68,12 @@ public final class PresenceRegistry: Sendable {
     }
 
     func join(_ target: SubscriptionTarget, visitor: VisitorIdentity?, deliverTo sink: (any EventSink)?, initialTo: any EventSink) throws(JoinRefusal) -> Subscription {
-        let now = time.now
-        let result: Result<(Subscription, Work), JoinRefusal> = state.withLock { state in
-            if state.shuttingDown { return .failure(.shuttingDown) }
+        let now = clockNow()
+        let (sub, initial, work) = try state.withLock { state throws(JoinRefusal) -> (Subscription, Work.Initial, Work) in
+            if state.shuttingDown { throw .shuttingDown }
             state.nextSubscriptionID &+= 1
-            let sub = Subscription(id: state.nextSubscriptionID, target: target, visitor: target == .site ? nil : visitor, sink: sink)
+            let isSite = if case .site = target { true } else { false }
+            let sub = Subscription(id: state.nextSubscriptionID, target: target, visitor: isSite ? nil : visitor, sink: sink)
             var work = Work()
             switch target {
             case .site:
@@ -65,41 +83,40 @@ public final class PresenceRegistry: Sendable {
                     state.siteSubscribers.append(sub)
                 }
                 state.subscriberCount += 1
-                work.initial = (initialTo, .site(state.siteCounts), target)
+                return (sub, .site(state.siteCounts), work)
             case .room(let name, let format):
                 let room: Room
-                if let existing = state.rooms[name] {
+                if let recent = state.lastJoinedRoom, recent.name == name {
+                    room = recent
+                } else if let existing = state.rooms[name] {
                     room = existing
                 } else {
-                    guard state.rooms.count < configuration.maxRooms else { return .failure(.tooManyRooms) }
+                    guard state.rooms.count < configuration.maxRooms else { throw .tooManyRooms }
                     room = Room(name: name)
                     room.version = state.sequence  // a fresh room's first id is never below ids already issued
                     state.rooms[name] = room
                 }
+                state.lastJoinedRoom = room
                 state.subscriberCount += 1
                 room.add(sub, format: format)
                 sub.roomState = room
-                if let visitor = sub.visitor {
-                    state.addStream(room: room, visitor: visitor, now: now)
+                if let visitor {
+                    sub.visitorSlot = state.addStream(room: room, visitor: visitor.id, now: now)
                     state.changed(room: room, now: now, configuration: configuration, work: &work)
                 }
-                work.initial = (initialTo, .room(room.counts), target)
+                return (sub, .room(room.counts, format), work)
             }
-            return .success((sub, work))
         }
-        switch result {
-        case .failure(let refusal): throw refusal
-        case .success(let (sub, work)):
-            perform(work)
-            return sub
-        }
+        deliverInitial(initial, to: initialTo)
+        perform(work)
+        return sub
     }
 
     /// Removes a subscriber. Idempotent. An identified visitor's last stream starts their leave grace.
     public func leave(_ subscription: Subscription) {
-        let now = time.now
-        let work: Work? = state.withLock { state in
-            guard subscription.active else { return nil }
+        let now = clockNow()
+        let work: Work = state.withLock { state in
+            guard subscription.active else { return Work() }
             subscription.active = false
             state.subscriberCount -= 1
             var work = Work()
@@ -111,9 +128,9 @@ public final class PresenceRegistry: Sendable {
                 guard let room = subscription.roomState else { break }
                 subscription.roomState = nil
                 room.remove(subscription, format: format)
-                if let visitor = subscription.visitor {
-                    let grace = visitor.hasGrace && configuration.leaveGrace > .zero
-                    state.removeStream(room: room, visitor: visitor, graceUntil: grace ? now + configuration.leaveGrace : nil)
+                if subscription.visitorSlot >= 0 {
+                    let grace = subscription.hasGrace && configuration.leaveGrace > .zero
+                    state.removeStream(room: room, slot: subscription.visitorSlot, graceUntil: grace ? now + configuration.leaveGrace : nil)
                     state.changed(room: room, now: now, configuration: configuration, work: &work)
                 } else {
                     state.collectIfEmpty(room)
@@ -121,13 +138,13 @@ public final class PresenceRegistry: Sendable {
             }
             return work
         }
-        if let work { perform(work) }
+        perform(work)
     }
 
     /// Tells the registry that a room's figures changed elsewhere (a cluster backplane's remote update):
     /// its subscribers get the merged figures, coalesced as usual.
     public func markChanged(room: String) {
-        let now = time.now
+        let now = clockNow()
         let work: Work = state.withLock { state in
             var work = Work()
             guard let existing = state.rooms[room] else { return work }
@@ -139,7 +156,7 @@ public final class PresenceRegistry: Sendable {
 
     /// Tells the registry that the site totals changed elsewhere.
     public func markSiteChanged() {
-        let now = time.now
+        let now = clockNow()
         let work: Work = state.withLock { state in
             var work = Work()
             state.siteChanged(now: now, configuration: configuration, work: &work)
@@ -152,7 +169,7 @@ public final class PresenceRegistry: Sendable {
 
     /// Expires leave graces and sends coalesced updates that are due. Call it often (every 10 ms or so).
     public func tick() {
-        let now = time.now
+        let now = clockNow()
         let work: Work = state.withLock { state in
             var work = Work()
             state.expireGraces(now: now, configuration: configuration, work: &work)
@@ -226,7 +243,7 @@ public final class PresenceRegistry: Sendable {
     public func localState(room: String) -> LocalRoomState {
         state.withLock { state in
             guard let r = state.rooms[room] else { return LocalRoomState(room: room, connections: 0, visitors: []) }
-            return LocalRoomState(room: room, connections: r.connections, visitors: Array(r.visitors.keys))
+            return LocalRoomState(room: room, connections: r.connections, visitors: state.visitorIDs(in: r))
         }
     }
 
@@ -238,7 +255,7 @@ public final class PresenceRegistry: Sendable {
     /// The busiest rooms, most online first (then most connections, then name).
     public func busiestRooms(limit: Int) -> [RoomCounts] {
         let local: [RoomCounts] = state.withLock { state in
-            state.rooms.values.compactMap { room in room.visitors.isEmpty && room.connections == 0 ? nil : room.counts }
+            state.rooms.values.compactMap { room in room.members.isEmpty && room.connections == 0 ? nil : room.counts }
         }
         let merged = backplane.knownRooms(local: local).filter { $0.online > 0 || $0.connections > 0 }
         let sorted = merged.sorted { a, b in
@@ -262,7 +279,7 @@ public final class PresenceRegistry: Sendable {
         return SiteStats(
             counts: backplane.mergeSite(local: counts),
             peakOnline: peak,
-            peakAt: peakAt.map { configuration.startWallTime + ($0 - start).seconds },
+            peakAt: peakAt.map { configuration.startWallTime + $0.seconds },
             startedAt: configuration.startWallTime,
             uptime: uptime,
             subscribers: subscribers
@@ -288,29 +305,39 @@ public final class PresenceRegistry: Sendable {
 
     // MARK: Delivery
 
+    /// Sends a new subscriber its first event: the current figures.
+    private func deliverInitial(_ initial: Work.Initial, to sink: any EventSink) {
+        switch initial {
+        case .site(let local):
+            let counts = backplane.mergeSite(local: local)
+            sink.deliver(SSEEncoder.siteEvent(counts), version: counts.version)
+        case .room(let local, let format):
+            let counts = merged(local)
+            sink.deliver(SSEEncoder.roomEvent(counts, format: format), version: counts.version)
+        }
+    }
+
     /// Encodes each pending event once and hands the same bytes to every subscriber, outside the lock.
     func perform(_ work: Work) {
-        if let (sink, initial, target) = work.initial {
-            switch initial {
-            case .site(let local):
-                let counts = backplane.mergeSite(local: local)
-                sink.deliver(SSEEncoder.siteEvent(counts), version: counts.version)
-            case .room(let local):
-                if case .room(let name, let format) = target {
-                    let counts = backplane.merge(room: name, local: local)
-                    sink.deliver(SSEEncoder.roomEvent(counts, format: format), version: counts.version)
-                }
-            }
+        // Nothing to fan out (the usual join or leave in a busy, coalesced room): no clock read either.
+        guard !work.rooms.isEmpty || work.site != nil else { return }
+        guard let observer else {
+            fanOut(work)
+            return
         }
-        let started = observer == nil ? nil : ContinuousClock.now
+        let started = ContinuousClock.now
+        let delivered = fanOut(work)
+        if delivered > 0 { observer.fanout(subscribers: delivered, duration: ContinuousClock.now - started) }
+    }
+
+    /// Delivers the work's room and site events; returns the number of subscribers handed one.
+    @discardableResult
+    private func fanOut(_ work: Work) -> Int {
         var delivered = 0
-        defer {
-            if let started, let observer, delivered > 0 { observer.fanout(subscribers: delivered, duration: ContinuousClock.now - started) }
-        }
         for fanout in work.rooms {
             delivered += fanout.roomSubscribers.count + fanout.legacySubscribers.count
             if let local = fanout.localState { backplane.publish(room: local.room, local: local) }
-            let counts = backplane.merge(room: fanout.counts.room, local: fanout.counts)
+            let counts = merged(fanout.counts)
             if !fanout.roomSubscribers.isEmpty {
                 let buffer = SSEEncoder.roomEvent(counts, format: .room)
                 for sub in fanout.roomSubscribers { sub.sink?.deliver(buffer, version: counts.version) }
@@ -326,5 +353,6 @@ public final class PresenceRegistry: Sendable {
             let buffer = SSEEncoder.siteEvent(counts)
             for sub in site.subscribers { sub.sink?.deliver(buffer, version: counts.version) }
         }
+        return delivered
     }
 }

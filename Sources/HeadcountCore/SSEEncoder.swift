@@ -28,22 +28,62 @@ public enum SSEEncoder {
     }
 
     /// One room event in the given format.
+    ///
+    /// Written in one pass: the exact length is computed first, then every byte is stored through one
+    /// pointer (no per-field bounds checks or capacity checks). The joiner's own first event is encoded on
+    /// every join, so this is on the join path; the bytes are those of `writeRoomJSON`.
     public static func roomEvent(_ counts: RoomCounts, format: EventFormat, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 96 + counts.room.utf8.count)
         switch format {
         case .legacy:
-            buffer.writeStaticString("data: {\"onlineUsers\":")
-            buffer.writeDecimal(counts.online)
-            buffer.writeStaticString("}\n\n")
+            let online = DecimalDigits(counts.online)
+            let length = legacyPrefix.utf8CodeUnitCount + online.count + eventEnd.utf8CodeUnitCount + 1
+            var buffer = allocator.buffer(capacity: length)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
+                var out = RawWriter(raw.baseAddress!)
+                out.write(legacyPrefix)
+                out.write(online)
+                out.write(UInt8(ascii: "}"))
+                out.write(eventEnd)
+                return out.written(since: raw.baseAddress!)
+            }
+            return buffer
         case .room:
-            buffer.writeStaticString("id: ")
-            buffer.writeDecimal(counts.version)
-            buffer.writeStaticString("\ndata: ")
-            writeRoomJSON(counts, into: &buffer)
-            buffer.writeStaticString("\n\n")
+            let version = DecimalDigits(counts.version)
+            let online = DecimalDigits(counts.online)
+            let connections = DecimalDigits(counts.connections)
+            let name = counts.room.utf8.count
+            let length = idPrefix.utf8CodeUnitCount + version.count + dataPrefix.utf8CodeUnitCount + roomPrefix.utf8CodeUnitCount + name + onlinePrefix.utf8CodeUnitCount + online.count
+                + connectionsPrefix.utf8CodeUnitCount + connections.count + (counts.partial ? partialField.utf8CodeUnitCount : 0) + 1 + eventEnd.utf8CodeUnitCount
+            var buffer = allocator.buffer(capacity: length)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
+                var out = RawWriter(raw.baseAddress!)
+                out.write(idPrefix)
+                out.write(version)
+                out.write(dataPrefix)
+                out.write(roomPrefix)
+                out.write(counts.room)
+                out.write(onlinePrefix)
+                out.write(online)
+                out.write(connectionsPrefix)
+                out.write(connections)
+                if counts.partial { out.write(partialField) }
+                out.write(UInt8(ascii: "}"))
+                out.write(eventEnd)
+                return out.written(since: raw.baseAddress!)
+            }
+            return buffer
         }
-        return buffer
     }
+
+    // The constant pieces of an event.
+    static let idPrefix: StaticString = "id: "
+    static let dataPrefix: StaticString = "\ndata: "
+    static let roomPrefix: StaticString = "{\"room\":\""
+    static let onlinePrefix: StaticString = "\",\"online\":"
+    static let connectionsPrefix: StaticString = ",\"connections\":"
+    static let partialField: StaticString = ",\"partial\":true"
+    static let legacyPrefix: StaticString = "data: {\"onlineUsers\":"
+    static let eventEnd: StaticString = "\n\n"
 
     /// The JSON object of a room, as used in events and `/api/rooms/{room}`.
     public static func writeRoomJSON(_ counts: RoomCounts, into buffer: inout ByteBuffer, includePeak: Bool = false) {
@@ -101,4 +141,86 @@ extension ByteBuffer {
             self.writeBytes(UnsafeRawBufferPointer(rebasing: raw[i...]))
         }
     }
+}
+
+/// An integer to be written in decimal, with its length known before writing (so that a whole event
+/// can be sized first and written in one pass).
+struct DecimalDigits {
+    let magnitude: UInt64
+    let negative: Bool
+    /// Number of bytes, sign included.
+    let count: Int
+
+    @inline(__always)
+    init<T: BinaryInteger>(_ value: T) {
+        magnitude = UInt64(truncatingIfNeeded: value.magnitude)
+        negative = value < 0
+        // Digits: compare against powers of ten (multiplications by 10, no division).
+        var digits = 1
+        var power: UInt64 = 10
+        while digits < 20, magnitude >= power {
+            digits += 1
+            power &*= 10
+        }
+        count = digits + (negative ? 1 : 0)
+    }
+
+    /// "00" "01" … "99": two digits per division.
+    private static let pairs: StaticString = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+
+    /// Writes the `count` bytes at `destination`, last digit first.
+    @inline(__always)
+    func write(to destination: UnsafeMutableRawPointer) {
+        let table = UnsafeRawPointer(Self.pairs.utf8Start)
+        var end = destination + count
+        var v = magnitude
+        while v >= 100 {
+            let (q, r) = v.quotientAndRemainder(dividingBy: 100)
+            end -= 2
+            end.copyMemory(from: table + Int(r) * 2, byteCount: 2)
+            v = q
+        }
+        if v >= 10 {
+            end -= 2
+            end.copyMemory(from: table + Int(v) * 2, byteCount: 2)
+        } else {
+            end -= 1
+            end.storeBytes(of: UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: v), as: UInt8.self)
+        }
+        if negative { destination.storeBytes(of: UInt8(ascii: "-"), as: UInt8.self) }
+    }
+}
+
+/// Stores bytes through a raw pointer into memory already sized for them.
+struct RawWriter {
+    private var cursor: UnsafeMutableRawPointer
+
+    init(_ start: UnsafeMutableRawPointer) { cursor = start }
+
+    mutating func write(_ s: StaticString) {
+        cursor.copyMemory(from: s.utf8Start, byteCount: s.utf8CodeUnitCount)
+        cursor += s.utf8CodeUnitCount
+    }
+
+    mutating func write(_ byte: UInt8) {
+        cursor.storeBytes(of: byte, as: UInt8.self)
+        cursor += 1
+    }
+
+    mutating func write(_ digits: DecimalDigits) {
+        digits.write(to: cursor)
+        cursor += digits.count
+    }
+
+    /// A room name: validated ASCII, so its UTF-8 bytes are written as they are.
+    mutating func write(_ string: String) {
+        var string = string
+        let n = string.withUTF8 { utf8 in
+            if let base = utf8.baseAddress { cursor.copyMemory(from: base, byteCount: utf8.count) }
+            return utf8.count
+        }
+        cursor += n
+    }
+
+    func written(since start: UnsafeMutableRawPointer) -> Int { cursor - start }
 }

@@ -36,15 +36,23 @@ public final class Subscription: @unchecked Sendable {
     /// Where the registry delivers this subscriber's events; nil when delivery is someone else's job
     /// (a stream whose events reach it through a shared per-event-loop group).
     public let sink: (any EventSink)?
-    /// Position in the room's subscriber array (swap-remove), guarded by the registry lock.
-    var index: Int = -1
-    /// False once left; guarded by the registry lock.
-    var active: Bool = true
-    /// The room joined (nil for the site, and once left); guarded by the registry lock.
-    var roomState: Room?
+    // The fields below are guarded by the registry's lock, which already makes every access exclusive:
+    // `@exclusivity(unchecked)` drops the runtime check that a class's stored property costs (see `Room`).
+
+    /// Position in the room's subscriber array (swap-remove).
+    @exclusivity(unchecked) var index: Int = -1
+    /// False once left.
+    @exclusivity(unchecked) var active: Bool = true
+    /// The room joined (nil for the site, and once left).
+    @exclusivity(unchecked) var roomState: Room?
+    /// The visitor's slot in the registry (`VisitorSlot`) while joined to a room as a counted visitor.
+    @exclusivity(unchecked) var visitorSlot: Int = -1
     /// 1 when this subscription is one stream that receives events (itself, or through a relay), 0 for
     /// a relay: what it adds to its room's audience.
     let audience: Int
+    /// Whether the visitor stays online for the leave grace after this stream (identified visitors),
+    /// kept apart so that a leave need not copy `visitor`.
+    let hasGrace: Bool
 
     init(id: UInt64, target: SubscriptionTarget, visitor: VisitorIdentity?, sink: (any EventSink)?) {
         self.id = id
@@ -52,6 +60,7 @@ public final class Subscription: @unchecked Sendable {
         self.visitor = visitor
         self.sink = sink
         self.audience = sink?.isRelay == true ? 0 : 1
+        self.hasGrace = visitor?.hasGrace ?? false
     }
 
     public var room: String? {

@@ -11,6 +11,16 @@ final class CountingSink: EventSink {
     func close() {}
 }
 
+/// Hands out visitor ids that were never used before.
+final class FreshIDs: Sendable {
+    let next = Atomic<Int>(0)
+    /// `count` new ids, made before the measurement starts.
+    func take(_ count: Int) -> [String] {
+        let start = next.add(count, ordering: .relaxed).oldValue
+        return (start..<start + count).map { "n\($0)" }
+    }
+}
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .throughput, .mallocCountTotal, .instructions],
@@ -34,6 +44,40 @@ let benchmarks: @Sendable () -> Void = {
         }
         benchmark.stopMeasurement()
         for s in crowd { registry.leave(s) }
+    }
+
+    // The same pair alternating between two rooms of 100 subscribers: no join finds its room as the
+    // room of the previous join (the registry remembers that one), so each looks its room up by name.
+    Benchmark("join+leave pair, two rooms alternating") { benchmark in
+        let registry = PresenceRegistry(configuration: .init(leaveGrace: .zero, updateInterval: .seconds(3600)))
+        let sink = CountingSink()
+        let names = ["bench-a", "bench-b"]
+        let crowd = (0..<200).map { i in try! registry.join(.room(names[i & 1], .room), visitor: .identified("crowd\(i)"), sink: sink) }
+        let ids = (0..<1024).map { "v\($0)" }
+        benchmark.startMeasurement()
+        for i in benchmark.scaledIterations {
+            let sub = try! registry.join(.room(names[i & 1], .room), visitor: .identified(ids[i & 1023]), sink: sink)
+            registry.leave(sub)
+        }
+        benchmark.stopMeasurement()
+        for s in crowd { registry.leave(s) }
+    }
+
+    // The same pair with one registry for the whole run and every visitor id new (the pair above builds a
+    // fresh registry for each iteration and takes its ids from one fixed list): the registry's tables
+    // have seen millions of visitors come and go.
+    let freshRegistry = PresenceRegistry(configuration: .init(leaveGrace: .zero, updateInterval: .seconds(3600)))
+    let freshSink = CountingSink()
+    for i in 0..<100 { _ = try! freshRegistry.join(.room("bench", .room), visitor: .identified("crowd\(i)"), sink: freshSink) }
+    let freshIDs = FreshIDs()
+    Benchmark("join+leave pair, every visitor new") { benchmark in
+        let ids = freshIDs.take(benchmark.scaledIterations.count)
+        benchmark.startMeasurement()
+        for i in benchmark.scaledIterations {
+            let sub = try! freshRegistry.join(.room("bench", .room), visitor: .identified(ids[i]), sink: freshSink)
+            freshRegistry.leave(sub)
+        }
+        benchmark.stopMeasurement()
     }
 
     // Encoding one room event (done once per change, whatever the number of subscribers).
