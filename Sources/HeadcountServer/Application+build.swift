@@ -137,7 +137,7 @@ let listenBacklog = 4096
 /// `Date` and `Server` headers (what Hummingbird's `Application` adds).
 func makeResponder(router: Router<HeadcountRequestContext>, logger: Logger) -> HTTPChannelHandler.Responder {
     let responder = router.buildResponder()
-    let dates = DateHeader()
+    let dates = DateHeader.shared
     return { request, responseWriter, channel in
         let context = HeadcountRequestContext(source: .init(channel: channel, logger: logger))
         var response: Response

@@ -135,6 +135,9 @@ public struct ListenError: Error, CustomStringConvertible {
 
 /// The `Date` response header (RFC 9110 IMF-fixdate), formatted at most once a second.
 final class DateHeader: Sendable {
+    /// One per process: every response and every stream's head reads it.
+    static let shared = DateHeader()
+
     private let cache = Mutex<(second: Int, text: String)>((-1, ""))
 
     var now: String {

@@ -31,6 +31,10 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     var leaveReason = LeaveReason.closed
     /// Since when the socket has refused more bytes (nil while writable).
     var blockedSince: NIODeadline?
+    /// The channel's writability as of its last change event: read once per write on the fan-out path
+    /// instead of asking the channel twice (a perf profile of fan-outs to 15,000 streams put ~4 % of the
+    /// server's samples in `isWritable` and the pipeline's `channel` getter).
+    var writable = true
 
     /// The client address whose stream slot this stream holds.
     var clientIP: String?
@@ -45,6 +49,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        writable = context.channel.isWritable
         // Bounded bytes per stream: NIO holds at most 16 KB, the kernel's send buffer 16 KB (doubled by
         // Linux for bookkeeping), plus a reference to one pending event. Presence events are tiny: a reader
         // that keeps up never has more than a few hundred bytes queued.
@@ -136,7 +141,8 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
+        writable = context.channel.isWritable
+        if writable {
             blockedSince = nil
             if let p = pending {
                 pending = nil
@@ -177,9 +183,10 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
 
     private func write(raw: ByteBuffer, chunked framed: ByteBuffer) {
         guard let context else { return }
-        if context.channel.isWritable {
+        if writable {
+            // Crossing the high watermark fires channelWritabilityChanged inside this call, which clears
+            // `writable` and starts `blockedSince`.
             context.writeAndFlush(NIOAny(chunked ? framed : raw), promise: nil)
-            if !context.channel.isWritable && blockedSince == nil { blockedSince = .now() }
         } else {
             pending = (raw, framed)
             if blockedSince == nil { blockedSince = .now() }
@@ -243,25 +250,11 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         b.writeString("Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\n")
         for (name, value) in cors.fields(origin: origin) { b.writeString("\(name): \(value)\r\n") }
         if let cookie = plan.setCookie { b.writeString("Set-Cookie: \(cookie)\r\n") }
-        b.writeString("Date: \(HTTPDate.now())\r\nServer: headcount\r\n")
+        b.writeString("Date: \(DateHeader.shared.now)\r\nServer: headcount\r\n")
         b.writeString(chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "Connection: close\r\n\r\n")
         let retry = SSEEncoder.retry(milliseconds: retryMilliseconds)
         if chunked { b.writeImmutableBuffer(ChunkFraming.frame(retry)) } else { b.writeImmutableBuffer(retry) }
         return b
-    }
-}
-
-enum HTTPDate {
-    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-
-    /// The current time as an IMF-fixdate (`Wed, 25 Nov 2026 14:15:49 GMT`).
-    static func now() -> String {
-        var t = time(nil)
-        var tm = tm()
-        gmtime_r(&t, &tm)
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(days[Int(tm.tm_wday)]), \(two(tm.tm_mday)) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) \(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) GMT"
     }
 }
 

@@ -1,5 +1,5 @@
 import HeadcountCore
-import HeadcountServer
+@testable import HeadcountServer
 import Logging
 import ServiceLifecycle
 import Testing
@@ -26,5 +26,12 @@ struct ListenerTests {
             #expect(second.registry.counts(room: "mine").online == 0)
             for s in streams { s.close() }
         }
+    }
+
+    @Test("the Date header is an IMF-fixdate")
+    func dateHeader() {
+        #expect(DateHeader.format(epochSeconds: 784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(DateHeader.format(epochSeconds: 1_796_361_147) == "Fri, 04 Dec 2026 05:12:27 GMT")
+        #expect(DateHeader.shared.now.hasSuffix(" GMT"))
     }
 }
