@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HeadcountClient
 import HeadcountCore
 import HeadcountServer
 import Logging
@@ -106,6 +107,12 @@ struct Serve: AsyncParsableCommand {
         }
         var logger = Logger(label: "headcount")
         logger.logLevel = config.logLevel
+        // One file descriptor per stream: take the whole hard limit (a soft limit of 1,024 is common and
+        // would refuse the 1,000th stream), as nginx's worker_rlimit_nofile and Go's runtime do.
+        let openFiles = ProcessStats.raiseOpenFilesLimit()
+        if openFiles < config.maxStreams {
+            logger.notice("the open-files limit is below --max-streams: streams beyond it will be refused", metadata: ["headcount.open_files": "\(openFiles)", "headcount.max_streams": "\(config.maxStreams)"])
+        }
         let app = try buildApplication(config, logger: logger)
         try await app.runService()
     }
