@@ -31,7 +31,7 @@ public enum SSEEncoder {
     ///
     /// Written in one pass: the exact length is computed first, then every byte is stored through one
     /// pointer (no per-field bounds checks or capacity checks). The joiner's own first event is encoded on
-    /// every join, so this is on the join path; the bytes are those of `writeRoomJSON`.
+    /// every join, so this is on the join path. The JSON object is `RoomJSON`, as in `writeRoomJSON`.
     public static func roomEvent(_ counts: RoomCounts, format: EventFormat, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
         switch format {
         case .legacy:
@@ -49,25 +49,15 @@ public enum SSEEncoder {
             return buffer
         case .room:
             let version = DecimalDigits(counts.version)
-            let online = DecimalDigits(counts.online)
-            let connections = DecimalDigits(counts.connections)
-            let name = counts.room.utf8.count
-            let length = idPrefix.utf8CodeUnitCount + version.count + dataPrefix.utf8CodeUnitCount + roomPrefix.utf8CodeUnitCount + name + onlinePrefix.utf8CodeUnitCount + online.count
-                + connectionsPrefix.utf8CodeUnitCount + connections.count + (counts.partial ? partialField.utf8CodeUnitCount : 0) + 1 + eventEnd.utf8CodeUnitCount
+            let json = RoomJSON(counts, includePeak: false)
+            let length = idPrefix.utf8CodeUnitCount + version.count + dataPrefix.utf8CodeUnitCount + json.count + eventEnd.utf8CodeUnitCount
             var buffer = allocator.buffer(capacity: length)
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
                 var out = RawWriter(raw.baseAddress!)
                 out.write(idPrefix)
                 out.write(version)
                 out.write(dataPrefix)
-                out.write(roomPrefix)
-                out.write(counts.room)
-                out.write(onlinePrefix)
-                out.write(online)
-                out.write(connectionsPrefix)
-                out.write(connections)
-                if counts.partial { out.write(partialField) }
-                out.write(UInt8(ascii: "}"))
+                json.write(room: counts.room, to: &out)
                 out.write(eventEnd)
                 return out.written(since: raw.baseAddress!)
             }
@@ -78,27 +68,17 @@ public enum SSEEncoder {
     // The constant pieces of an event.
     static let idPrefix: StaticString = "id: "
     static let dataPrefix: StaticString = "\ndata: "
-    static let roomPrefix: StaticString = "{\"room\":\""
-    static let onlinePrefix: StaticString = "\",\"online\":"
-    static let connectionsPrefix: StaticString = ",\"connections\":"
-    static let partialField: StaticString = ",\"partial\":true"
     static let legacyPrefix: StaticString = "data: {\"onlineUsers\":"
     static let eventEnd: StaticString = "\n\n"
 
     /// The JSON object of a room, as used in events and `/api/rooms/{room}`.
     public static func writeRoomJSON(_ counts: RoomCounts, into buffer: inout ByteBuffer, includePeak: Bool = false) {
-        buffer.writeStaticString("{\"room\":\"")
-        buffer.writeString(counts.room)
-        buffer.writeStaticString("\",\"online\":")
-        buffer.writeDecimal(counts.online)
-        buffer.writeStaticString(",\"connections\":")
-        buffer.writeDecimal(counts.connections)
-        if includePeak {
-            buffer.writeStaticString(",\"peak\":")
-            buffer.writeDecimal(counts.peak)
+        let json = RoomJSON(counts, includePeak: includePeak)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: json.count) { raw in
+            var out = RawWriter(raw.baseAddress!)
+            json.write(room: counts.room, to: &out)
+            return out.written(since: raw.baseAddress!)
         }
-        if counts.partial { buffer.writeStaticString(",\"partial\":true") }
-        buffer.writeStaticString("}")
     }
 
     /// One site-totals event.
@@ -188,6 +168,56 @@ struct DecimalDigits {
             end.storeBytes(of: UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: v), as: UInt8.self)
         }
         if negative { destination.storeBytes(of: UInt8(ascii: "-"), as: UInt8.self) }
+    }
+}
+
+/// A room's JSON object, `{"room":..,"online":..,"connections":..}` (plus `"peak"` when asked, and
+/// `"partial":true` when the figures miss part of the cluster), sized before it is written in one pass.
+/// The one place that knows the object's fields and their order: events and `/api/rooms` both use it.
+struct RoomJSON {
+    let online: DecimalDigits
+    let connections: DecimalDigits
+    /// Written only when `includePeak`.
+    let peak: DecimalDigits
+    let includePeak: Bool
+    let partial: Bool
+    /// Number of bytes.
+    let count: Int
+
+    static let roomPrefix: StaticString = "{\"room\":\""
+    static let onlinePrefix: StaticString = "\",\"online\":"
+    static let connectionsPrefix: StaticString = ",\"connections\":"
+    static let peakPrefix: StaticString = ",\"peak\":"
+    static let partialField: StaticString = ",\"partial\":true"
+
+    @inline(__always)
+    init(_ counts: RoomCounts, includePeak: Bool) {
+        online = DecimalDigits(counts.online)
+        connections = DecimalDigits(counts.connections)
+        peak = DecimalDigits(includePeak ? counts.peak : 0)
+        self.includePeak = includePeak
+        partial = counts.partial
+        count = Self.roomPrefix.utf8CodeUnitCount + counts.room.utf8.count + Self.onlinePrefix.utf8CodeUnitCount + online.count
+            + Self.connectionsPrefix.utf8CodeUnitCount + connections.count
+            + (includePeak ? Self.peakPrefix.utf8CodeUnitCount + peak.count : 0)
+            + (partial ? Self.partialField.utf8CodeUnitCount : 0) + 1
+    }
+
+    /// Writes the object for `room`, the name these figures were sized with.
+    @inline(__always)
+    func write(room: String, to out: inout RawWriter) {
+        out.write(Self.roomPrefix)
+        out.write(room)
+        out.write(Self.onlinePrefix)
+        out.write(online)
+        out.write(Self.connectionsPrefix)
+        out.write(connections)
+        if includePeak {
+            out.write(Self.peakPrefix)
+            out.write(peak)
+        }
+        if partial { out.write(Self.partialField) }
+        out.write(UInt8(ascii: "}"))
     }
 }
 

@@ -22,10 +22,11 @@ struct HeadcountChildValue: ServerChildChannelValue {
     let entry: NIOLoopBound<HTTPEntryHandler>
 }
 
-/// Hummingbird's HTTP/1 child channel with an SSE fast path. A connection whose first request is an SSE
-/// stream becomes a plain NIO handler and its task ends at once; any other connection is handed to
+/// The HTTP/1 child channel of `HTTPListener`, with an SSE fast path. `setup` runs in the listener's
+/// child-channel initializer: a connection whose first request is an SSE stream becomes a plain NIO handler
+/// and never gets a task; `handle` runs, in a task, only for any other connection, which it hands to
 /// Hummingbird's own request loop (where a later SSE request on a keep-alive connection is served by the
-/// route shape). See docs/DECISIONS.md.
+/// route shape). See docs/DECISIONS.md §7.
 struct HeadcountHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
     typealias Value = HeadcountChildValue
 
