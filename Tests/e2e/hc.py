@@ -13,6 +13,7 @@ import re
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -74,11 +75,15 @@ def _stop_all():
 
 class Server:
     """One `headcount serve` process on a free port of `host` (picked here, so that readiness is seen by
-    polling /healthz whatever the log level; retried if another process takes the port first)."""
+    polling /healthz whatever the log level; retried if another process takes the port first).
 
-    def __init__(self, name, args=(), host="127.0.0.1", start_timeout=30):
+    `tls`: an ssl.SSLContext for a server started with --tls-cert/--tls-key; the readiness probe and
+    request() then speak HTTP/1.1 over TLS with it (give it ALPN http/1.1)."""
+
+    def __init__(self, name, args=(), host="127.0.0.1", start_timeout=30, tls=None):
         self.name = name
         self.host = host
+        self.tls = tls
         self.log_path = os.path.join(WORK, f"{name}.log")
         self.port = None
         for _attempt in range(3):
@@ -98,7 +103,7 @@ class Server:
             end = time.monotonic() + start_timeout
             while time.monotonic() < end and self.proc.poll() is None:
                 try:
-                    with socket.create_connection((host, port), timeout=2) as s:
+                    with self._connect((host, port), timeout=2) as s:
                         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                         if s.recv(64).startswith(b"HTTP/1.1 200"):
                             self.port = port
@@ -116,6 +121,20 @@ class Server:
             raise RuntimeError(f"server {name} did not start: {self.log_tail()}")
         self.addr = (host, self.port)
 
+    def _connect(self, addr, timeout):
+        s = socket.create_connection(addr, timeout=timeout)
+        if self.tls is None:
+            return s
+        try:
+            return self.tls.wrap_socket(s, server_hostname=addr[0])
+        except BaseException:
+            s.close()
+            raise
+
+    def connect(self, timeout=10):
+        """A connected socket (TLS-wrapped for a TLS server)."""
+        return self._connect(self.addr, timeout)
+
     def log_tail(self, n=15):
         try:
             with open(self.log_path, errors="replace") as f:
@@ -128,14 +147,17 @@ class Server:
 
     def request(self, path, method="GET", headers=None, timeout=10):
         """One request with `Connection: close`; returns (status, lower-cased headers, body bytes)."""
-        s = socket.create_connection(self.addr, timeout=timeout)
+        s = self.connect(timeout=timeout)
         try:
             lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", "Connection: close"]
             lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
             s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
             data = b""
             while True:
-                chunk = s.recv(65536)
+                try:
+                    chunk = s.recv(65536)
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    break  # a TLS peer that closed without close_notify: the response is complete
                 if not chunk:
                     break
                 data += chunk

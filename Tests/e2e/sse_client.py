@@ -1,21 +1,33 @@
 """A minimal SSE client for tests that must run it elsewhere (e.g. inside a network namespace).
 
-    python3 sse_client.py HOST PORT PATH [SECONDS]
+    python3 sse_client.py [--tls] HOST PORT PATH [SECONDS]
 
 Prints `STATUS <code>`, then `RETRY <ms>` and `EVENT <json>` for every event as it arrives, and
-`CLOSED <reason>` when the stream ends or SECONDS (default 120) pass. Standard library only.
+`CLOSED <reason>` when the stream ends or SECONDS (default 120) pass. `--tls`: HTTP/1.1 over TLS (ALPN
+http/1.1, the certificate not verified). Standard library only.
 """
 
 import re
 import socket
+import ssl
 import sys
 import time
 
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-limit = float(sys.argv[4]) if len(sys.argv) > 4 else 120.0
+args = sys.argv[1:]
+tls = args[:1] == ["--tls"]
+if tls:
+    args = args[1:]
+host, port, path = args[0], int(args[1]), args[2]
+limit = float(args[3]) if len(args) > 3 else 120.0
 end = time.monotonic() + limit
 
 s = socket.create_connection((host, port), timeout=10)
+if tls:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    s = ctx.wrap_socket(s, server_hostname=host)
 s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
 buf = b""
 head_done = False
