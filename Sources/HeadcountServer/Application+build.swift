@@ -3,11 +3,9 @@ public import HeadcountCore
 import HeadcountCluster
 import Hummingbird
 import HummingbirdCore
-import HummingbirdHTTP2
 import NIOSSL
 public import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 public import ServiceLifecycle
 import UnixSignals
@@ -21,7 +19,7 @@ public struct HeadcountApp: Service, Sendable {
     let services: [any Service]
     let logger: Logger
 
-    /// SSE streams open right now, in either shape.
+    /// SSE streams open right now, on every transport.
     public var openStreams: Int { hub.streamCount }
 
     public func run() async throws {
@@ -76,55 +74,41 @@ public func buildApplication(
     let hub = StreamHub(registry: registry, configuration: configuration, metrics: metrics, logger: logger)
     let router = buildRouter(configuration, hub: hub)
     let presence = PresenceService(registry: registry, history: hub.history, tickInterval: configuration.tickInterval, heartbeatInterval: configuration.heartbeat, drain: configuration.drain, openStreams: { hub.streamCount }, logger: logger)
-    let respond = makeResponder(router: router, logger: logger)
     let onServerRunning: @Sendable (any Channel) async -> Void = { channel in
         let port = channel.localAddress?.port ?? configuration.port
-        logger.info("Headcount ready at http://\(configuration.host):\(port)/", metadata: ["headcount.port": "\(port)"])
+        let scheme = configuration.tlsCertificate == nil ? "http" : "https"
+        logger.info("Headcount ready at \(scheme)://\(configuration.host):\(port)/", metadata: ["headcount.port": "\(port)"])
         await onReady?(port)
     }
-    let listener: any Service
+    var tls: NIOSSLContext?
     if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
-        // HTTPS: HTTP/2 by ALPN (many streams share one connection), HTTP/1.1 otherwise, served by
-        // Hummingbird's own server. Streams use the route shape here (the NIO fast path speaks plaintext
-        // HTTP/1 only).
-        let tls: TLSConfiguration
+        // HTTPS: HTTP/2 by ALPN (many streams share one connection), HTTP/1.1 otherwise.
         do {
-            tls = TLSConfiguration.makeServerConfiguration(
+            var tlsConfiguration = TLSConfiguration.makeServerConfiguration(
                 certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
             )
+            tlsConfiguration.applicationProtocols = ["h2", "http/1.1"]
+            tls = try NIOSSLContext(configuration: tlsConfiguration)
         } catch {
             throw APIError(.internalServerError, "cannot read --tls-cert \(certificate) or --tls-key \(key): \(error)")
         }
-        listener = try HTTPServerBuilder.http2Upgrade(tlsConfiguration: tls).buildServer(
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "headcount", backlog: listenBacklog),
-            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
-            logger: logger,
-            responder: respond,
-            onServerRunning: onServerRunning
-        )
-    } else {
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderListSize = AccessPolicy.maxHeaderBytes
-        limits.maxHeaderFieldSize = AccessPolicy.maxHeaderBytes
-        let channel = HeadcountHTTP1Channel(
-            responder: respond,
-            hub: hub,
-            decoderLimits: limits,
-            firstRequestTimeout: configuration.firstRequestTimeout.timeAmount,
-            idleTimeout: configuration.idleTimeout,
-            fastPath: configuration.streamShape == .nio
-        )
-        listener = HTTPListener(
-            childChannel: channel,
-            host: configuration.host,
-            port: configuration.port,
-            backlog: listenBacklog,
-            sockets: System.coreCount,
-            onServerRunning: onServerRunning,
-            logger: logger
-        )
     }
+    let services = ConnectionServices(
+        hub: hub,
+        responder: RequestResponder(router: router, logger: logger),
+        firstRequestTimeout: configuration.firstRequestTimeout.timeAmount,
+        idleTimeout: configuration.idleTimeout.timeAmount
+    )
+    let listener = HTTPListener(
+        pipeline: ConnectionPipeline(services: services, tls: tls),
+        host: configuration.host,
+        port: configuration.port,
+        backlog: listenBacklog,
+        sockets: System.coreCount,
+        onServerRunning: onServerRunning,
+        logger: logger
+    )
     return HeadcountApp(registry: registry, hub: hub, services: extraServices + [presence, listener], logger: logger)
 }
 
@@ -132,36 +116,6 @@ public func buildApplication(
 /// overflows in a connect storm (a dropped SYN is retried after a second); the kernel caps it at
 /// `net.core.somaxconn` (4096 on current Linux).
 let listenBacklog = 4096
-
-/// The HTTP responder of every request that is not served by the SSE fast path: the router, plus the
-/// `Date` and `Server` headers (what Hummingbird's `Application` adds).
-func makeResponder(router: Router<HeadcountRequestContext>, logger: Logger) -> HTTPChannelHandler.Responder {
-    let responder = router.buildResponder()
-    let dates = DateHeader.shared
-    return { request, responseWriter, channel in
-        let context = HeadcountRequestContext(source: .init(channel: channel, logger: logger))
-        var response: Response
-        do {
-            response = try await responder.respond(to: request, context: context)
-        } catch let error as HTTPParserError {
-            throw error
-        } catch {
-            logger.debug("unrecognised error", metadata: ["error.type": "\(error)"])
-            response = Response(status: .internalServerError, body: .init())
-        }
-        response.headers[.date] = dates.now
-        response.headers[.server] = "headcount"
-        do {
-            try await responseWriter.write(response: response.head, body: response.body)
-        } catch is HTTPParserError {
-            // Not the parser error itself: that would make Hummingbird write a second response.
-            throw ResponseWriteFailed()
-        }
-    }
-}
-
-/// A request whose body could not be parsed while its response was being written.
-struct ResponseWriteFailed: Error {}
 
 extension Duration {
     var timeAmount: TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }
@@ -182,7 +136,7 @@ func buildRouter(_ configuration: HeadcountConfiguration, hub: StreamHub) -> Rou
         Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
-            body: .init(byteBuffer: hub.metrics.render(registry: registry, openStreams: hub.streamCount, uptimeSeconds: (ContinuousClock.now - hub.startedAt).seconds))
+            body: .init(byteBuffer: hub.metrics.render(registry: registry, openStreams: hub.openStreamsByTransport, uptimeSeconds: (ContinuousClock.now - hub.startedAt).seconds))
         )
     }
     WebAssets.load().addRoutes(to: router)

@@ -42,12 +42,10 @@ public struct HeadcountConfiguration: Sendable {
     /// How often the registry driver runs (grace expiry, coalesced flushes).
     public var tickInterval: Duration = .milliseconds(10)
     public var logLevel: Logger.Level = .info
-    /// How SSE streams are served (see docs/DECISIONS.md): `.nio`, a channel handler per stream (the
-    /// default, a few KB each), or `.route`, a Hummingbird route with a task per stream.
-    public var streamShape: StreamShape = .nio
-    /// A connection that sends no request head within this time is closed.
-    public var firstRequestTimeout: Duration = .seconds(30)
-    /// Keep-alive HTTP connections idle this long are closed (streams are never idle-closed).
+    /// A connection that has not completed its first request head (TLS handshake included) within this
+    /// time is closed; so is a request whose body is not complete this long after its head.
+    public var firstRequestTimeout: Duration = .seconds(10)
+    /// Keep-alive connections with no request in flight this long are closed (streams never are).
     public var idleTimeout: Duration = .seconds(75)
 
     /// HTTPS with HTTP/2 (and HTTP/1.1 by ALPN): PEM certificate chain and private key files.
@@ -64,11 +62,6 @@ public struct HeadcountConfiguration: Sendable {
     public var resyncInterval: Duration = .seconds(5)
 
     public init() {}
-
-    public enum StreamShape: String, Sendable, CaseIterable {
-        case nio
-        case route
-    }
 
     /// The presence model's part of the configuration.
     public func presence(startWallTime: Double) -> PresenceConfiguration {

@@ -46,7 +46,8 @@ final class HeadcountMetrics: RegistryObserver, Sendable {
     let loopFanoutDuration: CoreMetrics.Timer
 
     // Scraped from the registry at collection time.
-    let streamsOpen: CoreMetrics.Gauge
+    /// Open streams by what carries them (`transport`: http1, http2).
+    let streamsOpen: [StreamTransport: CoreMetrics.Gauge]
     let visitorsOnline: CoreMetrics.Gauge
     let connections: CoreMetrics.Gauge
     let rooms: CoreMetrics.Gauge
@@ -75,7 +76,7 @@ final class HeadcountMetrics: RegistryObserver, Sendable {
         heartbeats = CoreMetrics.Counter(label: "headcount_heartbeats_total", factory: factory)
         fanoutDuration = CoreMetrics.Timer(label: "headcount_fanout_duration_seconds", factory: factory)
         loopFanoutDuration = CoreMetrics.Timer(label: "headcount_loop_fanout_duration_seconds", factory: factory)
-        streamsOpen = CoreMetrics.Gauge(label: "headcount_streams_open", factory: factory)
+        streamsOpen = Dictionary(uniqueKeysWithValues: StreamTransport.allCases.map { ($0, CoreMetrics.Gauge(label: "headcount_streams_open", dimensions: [("transport", $0.rawValue)], factory: factory)) })
         visitorsOnline = CoreMetrics.Gauge(label: "headcount_visitors_online", factory: factory)
         connections = CoreMetrics.Gauge(label: "headcount_connections", factory: factory)
         rooms = CoreMetrics.Gauge(label: "headcount_rooms", factory: factory)
@@ -99,9 +100,9 @@ final class HeadcountMetrics: RegistryObserver, Sendable {
     }
 
     /// The text exposition, with gauges refreshed from the registry.
-    func render(registry: PresenceRegistry, openStreams: Int, uptimeSeconds: Double) -> ByteBuffer {
+    func render(registry: PresenceRegistry, openStreams: [StreamTransport: Int], uptimeSeconds: Double) -> ByteBuffer {
         let site = registry.siteCounts()
-        streamsOpen.record(openStreams)
+        for (transport, gauge) in streamsOpen { gauge.record(openStreams[transport] ?? 0) }
         visitorsOnline.record(site.online)
         connections.record(site.connections)
         rooms.record(registry.roomCount)

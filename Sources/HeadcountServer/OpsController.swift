@@ -18,7 +18,7 @@ struct OpsController {
             Response.json(.orderedObject([("status", .string("ok"))]))
         }
         router.get("/readyz") { _, _ in
-            if registry.isShuttingDown {
+            if hub.isDraining || registry.isShuttingDown {
                 return Response.json(.orderedObject([("status", .string("draining"))]), status: .serviceUnavailable)
             }
             if registry.backplane.isDegraded {
@@ -56,20 +56,19 @@ struct OpsController {
                 ])
             )
         }
-        router.get("/selftest/stream") { request, _ in
+        router.get("/selftest/stream") { _, _ in
             Response(
                 status: .ok,
                 headers: SSERoutes.headers(setCookie: nil),
                 body: ResponseBody { writer in
-                    try await request.body.consumeWithCancellationOnInboundClose { _ in
-                        try await writer.write(ByteBuffer(string: "retry: 5000\n\n"))
-                        for seq in 0..<Self.selftestEvents {
-                            if seq > 0 { try await Task.sleep(for: Self.selftestSpacing) }
-                            let ms = Int((Date().timeIntervalSince1970 * 1000).rounded())
-                            try await writer.write(ByteBuffer(string: "id: \(seq)\ndata: {\"seq\":\(seq),\"t\":\(ms)}\n\n"))
-                        }
-                        try await writer.write(ByteBuffer(string: "event: end\ndata: {\"events\":\(Self.selftestEvents)}\n\n"))
+                    // A client that goes away makes the next write fail, which ends the response (and its task).
+                    try await writer.write(ByteBuffer(string: "retry: 5000\n\n"))
+                    for seq in 0..<Self.selftestEvents {
+                        if seq > 0 { try await Task.sleep(for: Self.selftestSpacing) }
+                        let ms = Int((Date().timeIntervalSince1970 * 1000).rounded())
+                        try await writer.write(ByteBuffer(string: "id: \(seq)\ndata: {\"seq\":\(seq),\"t\":\(ms)}\n\n"))
                     }
+                    try await writer.write(ByteBuffer(string: "event: end\ndata: {\"events\":\(Self.selftestEvents)}\n\n"))
                     try await writer.finish(nil)
                 }
             )

@@ -18,8 +18,11 @@ final class StreamHub: Sendable {
     let logLimiter = LogLimiter(perSecond: 10)
     let startedAt = ContinuousClock.now
     private let loops = Mutex<[ObjectIdentifier: LoopStreams]>([:])
-    /// Streams open in the route shape.
-    let routeStreams = Atomic<Int>(0)
+    private let draining = Atomic<Bool>(false)
+
+    /// Whether shutdown has begun: `/readyz` says `draining` and no new stream is accepted from then on.
+    var isDraining: Bool { draining.load(ordering: .relaxed) }
+    func beginDrain() { draining.store(true, ordering: .relaxed) }
 
     init(registry: PresenceRegistry, configuration: HeadcountConfiguration, metrics: HeadcountMetrics, logger: Logger) {
         self.metrics = metrics
@@ -44,9 +47,30 @@ final class StreamHub: Sendable {
     /// Every loop's streams (for tests).
     var allLoopStreams: [LoopStreams] { loops.withLock { Array($0.values) } }
 
-    /// Streams open in either shape (each loop's counter plus the route streams).
+    /// Streams open on every loop.
     var streamCount: Int {
-        loops.withLock { $0.values.reduce(0) { $0 + $1.count.load(ordering: .relaxed) } } + routeStreams.load(ordering: .relaxed)
+        loops.withLock { $0.values.reduce(0) { $0 + $1.count } }
+    }
+
+    /// Streams open on every loop that `transport` carries.
+    func streamCount(_ transport: StreamTransport) -> Int {
+        loops.withLock { $0.values.reduce(0) { $0 + $1.count(transport) } }
+    }
+
+    /// Open streams of each transport.
+    var openStreamsByTransport: [StreamTransport: Int] {
+        Dictionary(uniqueKeysWithValues: StreamTransport.allCases.map { ($0, streamCount($0)) })
+    }
+
+    /// Shutdown, every transport alike: each loop closes its streams spread over `--drain`.
+    func drainStreams() {
+        let window = configuration.drain.timeAmount
+        for loop in allLoopStreams { loop.eventLoop.execute { loop.drain(window: window) } }
+    }
+
+    /// The end of the drain window: whatever is still open closes now.
+    func closeAllStreams() {
+        for loop in allLoopStreams { loop.eventLoop.execute { loop.closeAll() } }
     }
 
     func randomRetryMilliseconds() -> Int {

@@ -45,8 +45,11 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("exact-visitors"), help: "Rooms up to this many visitors count exactly across nodes. [env: HEADCOUNT_EXACT_VISITORS] (default: 1000)")
     var exactVisitors: Int?
 
-    @Option(name: .customLong("stream-shape"), help: "nio (default) or route: how SSE streams are served. [env: HEADCOUNT_STREAM_SHAPE]")
-    var streamShape: String?
+    @Option(name: .customLong("first-request-timeout"), help: "A connection must complete its first request head (TLS handshake included) within this many seconds. [env: HEADCOUNT_FIRST_REQUEST_TIMEOUT] (default: 10)")
+    var firstRequestTimeout: String?
+
+    @Option(name: .customLong("idle-timeout"), help: "A keep-alive connection with no request in flight is closed after this many seconds. [env: HEADCOUNT_IDLE_TIMEOUT] (default: 75)")
+    var idleTimeout: String?
 
     @Option(name: .customLong("max-streams-per-ip"), help: "Most streams one client address may hold; more get 429. [env: HEADCOUNT_MAX_STREAMS_PER_IP] (default: 16)")
     var maxStreamsPerIP: Int?
@@ -160,10 +163,8 @@ struct Serve: AsyncParsableCommand {
         }
         c.nodeTTL = try env.duration(nodeTTL, "NODE_TTL", positive: true) ?? c.nodeTTL
         c.exactVisitors = try env.int(exactVisitors, "EXACT_VISITORS", range: 0...1_000_000) ?? c.exactVisitors
-        if let shape = env.string(streamShape, "STREAM_SHAPE") {
-            guard let parsed = HeadcountConfiguration.StreamShape(rawValue: shape) else { throw ValidationError("--stream-shape must be nio or route") }
-            c.streamShape = parsed
-        }
+        c.firstRequestTimeout = try env.duration(firstRequestTimeout, "FIRST_REQUEST_TIMEOUT", positive: true) ?? c.firstRequestTimeout
+        c.idleTimeout = try env.duration(idleTimeout, "IDLE_TIMEOUT", positive: true) ?? c.idleTimeout
         if let level = env.string(logLevel, "LOG_LEVEL") {
             guard let parsed = Logger.Level(rawValue: level.lowercased()) else { throw ValidationError("unknown log level \(level)") }
             c.logLevel = parsed

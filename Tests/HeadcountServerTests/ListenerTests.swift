@@ -8,7 +8,7 @@ import Testing
 struct ListenerTests {
     @Test("a second server on a port in use fails with a clear error and the first keeps serving")
     func portInUse() async throws {
-        try await withServer(shapes: [.nio]) { base, app in
+        try await withServer(transports: [.http1]) { base, app in
             let port = try #require(Int(base.split(separator: ":").last ?? ""))
             var configuration = HeadcountConfiguration.testing()
             configuration.port = port

@@ -5,6 +5,7 @@ import ServiceLifecycle
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Synchronization
 import Testing
 
@@ -173,15 +174,22 @@ struct TestTimeout: Error {}
 
 enum TestHTTP {
     /// One client for all tests with a large per-host pool: each SSE stream holds a connection.
-    static let client: HTTPClient = {
+    static let client: HTTPClient = makeClient()
+
+    /// A client of its own (shut it down when done).
+    static func makeClient() -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 1000)
         configuration.decompression = .disabled
+        // The test server's certificate is self-signed (TestCertificate).
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none
+        configuration.tlsConfiguration = tls
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+    }
 
     /// GET a URL and return status, headers and body text.
-    static func get(_ url: String, headers: HTTPHeaders = [:]) async throws -> (status: Int, headers: HTTPHeaders, body: String) {
+    static func get(_ url: String, headers: HTTPHeaders = [:], client: HTTPClient = client) async throws -> (status: Int, headers: HTTPHeaders, body: String) {
         var request = HTTPClientRequest(url: url)
         request.headers = headers
         let response = try await client.execute(request, timeout: .seconds(10))
@@ -189,8 +197,8 @@ enum TestHTTP {
         return (Int(response.status.code), response.headers, String(buffer: body))
     }
 
-    static func json(_ url: String, headers: HTTPHeaders = [:]) async throws -> [String: Any] {
-        let (_, _, body) = try await get(url, headers: headers)
+    static func json(_ url: String, headers: HTTPHeaders = [:], client: HTTPClient = client) async throws -> [String: Any] {
+        let (_, _, body) = try await get(url, headers: headers, client: client)
         return (try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:]
     }
 }
@@ -209,16 +217,27 @@ extension HeadcountConfiguration {
     }
 }
 
-/// Runs a live Headcount server for the body and hands it the base URL: once per stream shape (the NIO
-/// fast path and the Hummingbird route), since both must behave the same.
+/// How a test reaches the server: plaintext HTTP/1.1 (the test client reuses keep-alive connections, so
+/// many streams follow ordinary requests on their connection), or HTTPS, where the client negotiates
+/// HTTP/2 and multiplexes every request over one connection.
+enum TestTransport: String, CaseIterable, Sendable {
+    case http1
+    case http2
+}
+
+/// Runs a live Headcount server for the body and hands it the base URL: once per transport, since every
+/// stream must behave the same whatever carries it.
 func withServer(
     _ configuration: HeadcountConfiguration = .testing(),
-    shapes: [HeadcountConfiguration.StreamShape] = HeadcountConfiguration.StreamShape.allCases,
+    transports: [TestTransport] = TestTransport.allCases,
     _ body: @Sendable (String, HeadcountApp) async throws -> Void
 ) async throws {
-    for shape in shapes {
+    for transport in transports {
         var configuration = configuration
-        configuration.streamShape = shape
+        if transport == .http2 {
+            configuration.tlsCertificate = TestCertificate.files.certificate
+            configuration.tlsKey = TestCertificate.files.key
+        }
         var logger = Logger(label: "headcount-test")
         logger.logLevel = configuration.logLevel
         let (ports, portSink) = AsyncStream<Int>.makeStream()
@@ -229,7 +248,7 @@ func withServer(
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw TestTimeout() }
             do {
-                try await body("http://127.0.0.1:\(port)", app)
+                try await body("\(transport == .http2 ? "https" : "http")://127.0.0.1:\(port)", app)
             } catch {
                 await group.triggerGracefulShutdown()
                 try? await tasks.waitForAll()

@@ -17,6 +17,10 @@ struct MetricsTests {
     @Test("/metrics exposes counters and gauges that move with traffic, with no room or visitor labels")
     func metricsMove() async throws {
         try await withServer { base, _ in
+            // Plain HTTP/1.1 here reuses keep-alive connections (streams follow ordinary requests); HTTPS
+            // negotiates HTTP/2 and multiplexes everything over one connection.
+            let transport = base.hasPrefix("https") ? "http2" : "http1"
+            let other = transport == "http1" ? "http2" : "http1"
             let (status, headers, before) = try await TestHTTP.get("\(base)/metrics")
             #expect(status == 200)
             #expect(headers.first(name: "content-type")?.hasPrefix("text/plain") == true)
@@ -30,8 +34,10 @@ struct MetricsTests {
             var during = ""
             try await eventually("gauges show two streams") {
                 during = try await TestHTTP.get("\(base)/metrics").body
-                return metricValue(during, "headcount_streams_open") == 2 && metricValue(during, "headcount_visitors_online") == 2
+                return metricValue(during, "headcount_streams_open{transport=\"\(transport)\"}") == 2 && metricValue(during, "headcount_visitors_online") == 2
             }
+            // Served by the one stream path, under the transport that carried them, and by nothing else.
+            #expect(metricValue(during, "headcount_streams_open{transport=\"\(other)\"}") == 0)
             #expect(metricValue(during, "headcount_joins_total") == joinsBefore + 2)
             #expect((metricValue(during, "headcount_events_sent_total") ?? 0) >= 2)
             #expect((metricValue(during, "headcount_bytes_sent_total") ?? 0) > 100)
@@ -43,7 +49,7 @@ struct MetricsTests {
             b.close()
             try await eventually("leaves counted as closed") {
                 let after = try await TestHTTP.get("\(base)/metrics").body
-                return metricValue(after, "headcount_leaves_total{reason=\"closed\"}") == 2 && metricValue(after, "headcount_streams_open") == 0
+                return metricValue(after, "headcount_leaves_total{reason=\"closed\"}") == 2 && metricValue(after, "headcount_streams_open{transport=\"\(transport)\"}") == 0
             }
         }
     }

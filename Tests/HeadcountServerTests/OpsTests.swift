@@ -9,7 +9,7 @@ import Testing
 struct OpsTests {
     @Test("/healthz and /readyz answer JSON")
     func health() async throws {
-        try await withServer(shapes: [.nio]) { base, _ in
+        try await withServer(transports: [.http1]) { base, _ in
             let (hs, _, hb) = try await TestHTTP.get("\(base)/healthz")
             #expect(hs == 200)
             #expect(hb == #"{"status":"ok"}"#)
@@ -21,7 +21,7 @@ struct OpsTests {
 
     @Test("/api/history keeps one sample a second for the site and each room")
     func history() async throws {
-        try await withServer(shapes: [.nio]) { base, _ in
+        try await withServer(transports: [.http1]) { base, _ in
             let a = LiveStream.open("\(base)/rooms/hist/events?visitor=h1")
             let b = LiveStream.open("\(base)/rooms/hist/events?visitor=h2")
             try await a.waitForLatest { $0.int("online") == 2 }
@@ -49,7 +49,7 @@ struct OpsTests {
 
     @Test("/selftest/stream sends 30 timestamped events 100 ms apart, then ends")
     func selftest() async throws {
-        try await withServer(shapes: [.nio]) { base, _ in
+        try await withServer(transports: [.http1]) { base, _ in
             let s = LiveStream.open("\(base)/selftest/stream")
             try await s.waitForEnd(timeout: .seconds(10))
             let events = s.events.filter { $0.int("seq") != nil }

@@ -28,7 +28,7 @@ struct SlowReaderTests {
     func frozenReadersAreDropped() async throws {
         var c = HeadcountConfiguration.testing(updateInterval: .milliseconds(1))
         c.writeTimeout = .seconds(1)
-        try await withServer(c, shapes: [.nio]) { base, app in
+        try await withServer(c, transports: [.http1]) { base, app in
             let port = Int(base.split(separator: ":").last!)!
             let live = LiveStream.open("\(base)/rooms/frozen/events?watch=1")
             var frozen: [FrozenReader] = []
@@ -77,7 +77,7 @@ struct DeadPeerTests {
         var c = HeadcountConfiguration.testing()
         c.deadPeerTimeout = .seconds(6)
         c.heartbeat = .seconds(2)
-        try await withServer(c, shapes: [.nio]) { base, app in
+        try await withServer(c, transports: [.http1]) { base, app in
             let streams = (0..<4).map { LiveStream.open("\(base)/rooms/opts/events?visitor=v\($0)") }
             try await streams[0].waitForLatest { $0.int("online") == 4 }
             var channels: [any Channel] = []

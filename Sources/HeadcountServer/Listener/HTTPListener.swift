@@ -3,25 +3,24 @@ import Glibc
 import HummingbirdCore
 import Logging
 import NIOCore
-import NIOExtras
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// The plaintext HTTP/1 listener: a NIO `ServerBootstrap` whose child-channel initializer is
-/// `HeadcountHTTP1Channel.setup`. An SSE stream becomes an `SSEStreamHandler` on its event loop and never
-/// touches Swift concurrency; a connection whose first request is anything else is handed to Hummingbird's
-/// request loop in a task of this service's task group, as Hummingbird's own `Server` does for every
-/// connection.
+/// The listener of every connection, plaintext or TLS: a NIO `ServerBootstrap` per event loop whose
+/// child-channel initializer sets up the connection's pipeline (`ConnectionPipeline`) on its loop. No
+/// connection and no stream gets a task; an ordinary request gets one for as long as its response.
 ///
 /// Why not Hummingbird's `Server`: it passes every accepted channel through an async sequence to a task
-/// (`handle(value:)`), so each SSE connection cost a task, a continuation and two thread hand-offs before
-/// the fast path could take it over — about a quarter of the server's CPU in a connect storm (perf profile,
-/// docs/BENCHMARKS.md). Graceful shutdown is the same as Hummingbird's: the listener closes, every
-/// connection gets `ChannelShouldQuiesceEvent` (streams close spread over `--drain`), and `run()` returns
-/// once the HTTP connections' tasks have finished.
+/// per connection, so a stream cost a task, a continuation and two thread hand-offs, and its memory
+/// (~30 KB) for as long as it stayed open (docs/DECISIONS.md §7).
+///
+/// Graceful shutdown: the listeners close, every connection gets `ChannelShouldQuiesceEvent` (idle HTTP
+/// connections close, HTTP/2 connections close once their last stream has), every loop closes its streams
+/// spread over `--drain`, and whatever is still open `drainMargin` after the window is closed: `run()`
+/// returns within `--drain` + `drainMargin` whatever the readers do.
 struct HTTPListener: Service {
-    let childChannel: HeadcountHTTP1Channel
+    let pipeline: ConnectionPipeline
     let host: String
     let port: Int
     /// Pending-connection queue (the kernel caps it at `net.core.somaxconn`).
@@ -31,15 +30,20 @@ struct HTTPListener: Service {
     let onServerRunning: @Sendable (any Channel) async -> Void
     let logger: Logger
 
+    /// How long after the drain window the last connections are closed by force.
+    static let drainMargin: Duration = .seconds(1)
+
+    var hub: StreamHub { pipeline.services.hub }
+
     func run() async throws {
         let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
-        let (httpConnections, continuation) = AsyncStream.makeStream(of: HeadcountChildValue.self)
+        let connections = loops.map { ConnectionTable(eventLoop: $0) }
         // A port held by another process is an error, not a silent share: SO_REUSEPORT would let a second
         // `headcount serve` on the same port take half the connections. Bind once without it first (this
         // also resolves port 0), then the listeners on that port.
         let probe: any Channel
         do {
-            probe = try await bootstrap(on: loops[0], reusePort: false, continuation: continuation).bind(host: host, port: port).get()
+            probe = try await bootstrap(on: loops[0], reusePort: false, connections: connections[0]).bind(host: host, port: port).get()
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
             throw ListenError(description: "cannot listen on \(host):\(port): the address is in use (is another server running on this port?)")
         } catch {
@@ -48,59 +52,49 @@ struct HTTPListener: Service {
         let boundPort = probe.localAddress?.port ?? port
         try await probe.close()
         var channels: [any Channel] = []
-        var quiescers: [ServerQuiescingHelper] = []
         do {
             for i in 0..<max(1, min(sockets, loops.count)) {
-                let quiesce = ServerQuiescingHelper(group: loops[i])
-                let channel = try await bootstrap(on: loops[i], reusePort: true, quiesce: quiesce, continuation: continuation)
-                    .bind(host: host, port: boundPort).get()
-                channels.append(channel)
-                quiescers.append(quiesce)
+                channels.append(try await bootstrap(on: loops[i], reusePort: true, connections: connections[i]).bind(host: host, port: boundPort).get())
             }
         } catch {
             for channel in channels { try? await channel.close() }
             throw error
         }
         logger.info("Server started and listening on \(host):\(boundPort)", metadata: ["headcount.listeners": "\(channels.count)"])
-        let childChannel = self.childChannel
-        let logger = self.logger
         let listeners = channels
-        let quiescing = quiescers
         await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                await onServerRunning(listeners[0])
-                await withDiscardingTaskGroup { tasks in
-                    tasks.addTask {
-                        // Every listener closed (shutdown, or an error): no new HTTP connections.
-                        for channel in listeners { try? await channel.closeFuture.get() }
-                        continuation.finish()
-                    }
-                    for await value in httpConnections {
-                        tasks.addTask { await childChannel.handle(value: value, logger: logger) }
-                    }
-                }
-            } onGracefulShutdown: {
-                // Closes the listeners and sends ChannelShouldQuiesceEvent to every open connection. Streams
-                // then close over the drain window; nothing here waits for them (PresenceService does).
-                for quiesce in quiescing { quiesce.initiateShutdown(promise: nil) }
-            }
+            await onServerRunning(listeners[0])
+            try? await gracefulShutdown()
         } onCancel: {
             for channel in listeners { channel.close(promise: nil) }
+        }
+        await drain(listeners: listeners, connections: connections)
+    }
+
+    /// Stops accepting, quiesces every connection, drains the streams, and closes what is left at the end.
+    private func drain(listeners: [any Channel], connections: [ConnectionTable]) async {
+        for channel in listeners { try? await channel.close() }
+        hub.beginDrain()
+        for table in connections { table.eventLoop.execute { table.quiesceAll() } }
+        hub.drainStreams()
+        let deadline = ContinuousClock.now + hub.configuration.drain + Self.drainMargin
+        while ContinuousClock.now < deadline, connections.contains(where: { $0.count > 0 }) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        hub.closeAllStreams()
+        for table in connections { table.eventLoop.execute { table.closeAll() } }
+        let end = ContinuousClock.now + .seconds(1)
+        while ContinuousClock.now < end, connections.contains(where: { $0.count > 0 }) {
+            try? await Task.sleep(for: .milliseconds(10))
         }
     }
 
     /// A bootstrap that accepts on `loop` and keeps each accepted connection on that same loop: no hop
     /// between threads while a connection is set up.
-    private func bootstrap(
-        on loop: any EventLoop,
-        reusePort: Bool,
-        quiesce: ServerQuiescingHelper? = nil,
-        continuation: AsyncStream<HeadcountChildValue>.Continuation
-    ) -> ServerBootstrap {
-        let childChannel = self.childChannel
-        let logger = self.logger
-        let deadPeerTimeout = childChannel.hub.configuration.deadPeerTimeout
-        let heartbeat = childChannel.hub.configuration.heartbeat
+    private func bootstrap(on loop: any EventLoop, reusePort: Bool, connections: ConnectionTable) -> ServerBootstrap {
+        let pipeline = self.pipeline
+        let deadPeerTimeout = hub.configuration.deadPeerTimeout
+        let heartbeat = hub.configuration.heartbeat
         return ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(ChannelOptions.backlog, value: Int32(clamping: backlog))
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -110,21 +104,46 @@ struct HTTPListener: Service {
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     DeadPeerDetection.configure(channel, timeout: deadPeerTimeout, heartbeat: heartbeat)
-                    if let quiesce {
-                        try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
-                    }
                 }
             }
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
-                childChannel.setup(channel: channel, logger: logger).map { value in
-                    // Decided by the first request: only plain HTTP goes on to a task.
-                    value.mode.whenSuccess { mode in
-                        guard mode == .http else { return }
-                        if case .terminated = continuation.yield(value) { channel.close(promise: nil) }
-                    }
+                channel.eventLoop.makeCompletedFuture {
+                    connections.add(channel)
+                    try pipeline.configure(channel)
                 }
             }
+    }
+}
+
+/// The open connections of one event loop, for shutdown. Touched on its loop, except `count`.
+final class ConnectionTable: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    private var channels: [ObjectIdentifier: any Channel] = [:]
+    private let open = Atomic<Int>(0)
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    var count: Int { open.load(ordering: .relaxed) }
+
+    func add(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        channels[id] = channel
+        open.add(1, ordering: .relaxed)
+        channel.closeFuture.whenComplete { _ in
+            self.channels.removeValue(forKey: id)
+            self.open.subtract(1, ordering: .relaxed)
+        }
+    }
+
+    func quiesceAll() {
+        for channel in channels.values { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+    }
+
+    func closeAll() {
+        for channel in channels.values { channel.close(promise: nil) }
     }
 }
 

@@ -3,15 +3,29 @@ import CoreMetrics
 import HeadcountCore
 import NIOCore
 
-/// The NIO streams of one event loop: one delivery group per subscription target, and one heartbeat
-/// timer for all of them. Touched only on its event loop (except `count`).
+/// The NIO streams of one event loop: one delivery group per subscription target, one heartbeat timer
+/// for all of them (armed while the loop has streams), and a write-timeout check armed only while some
+/// stream cannot take bytes, for the moment the first of them would time out. Touched only on its event
+/// loop (except the counts).
 final class LoopStreams: @unchecked Sendable {
     let eventLoop: any EventLoop
     let hub: StreamHub
     private var groups: [SubscriptionTarget: LoopGroup] = [:]
     private var streams: ContiguousArray<SSEStreamHandler> = []
     private var heartbeatTask: RepeatedTask?
-    let count = Atomic<Int>(0)
+    private var stallCheck: Scheduled<Void>?
+    private var stallCheckAt: NIODeadline?
+    /// Open streams of this loop by transport (read from any thread for metrics).
+    let http1Count = Atomic<Int>(0)
+    let http2Count = Atomic<Int>(0)
+    var count: Int { http1Count.load(ordering: .relaxed) + http2Count.load(ordering: .relaxed) }
+    func count(_ transport: StreamTransport) -> Int {
+        transport == .http1 ? http1Count.load(ordering: .relaxed) : http2Count.load(ordering: .relaxed)
+    }
+
+    private func adjust(_ transport: StreamTransport, by delta: Int) {
+        if transport == .http1 { http1Count.add(delta, ordering: .relaxed) } else { http2Count.add(delta, ordering: .relaxed) }
+    }
     let heartbeatRaw: ByteBuffer
     let heartbeatChunked: ByteBuffer
 
@@ -35,17 +49,14 @@ final class LoopStreams: @unchecked Sendable {
     /// The channels of this loop's open streams (for tests). Call on the loop.
     func openChannels() -> [any Channel] { streams.compactMap { $0.context?.channel } }
 
-    func add(_ stream: SSEStreamHandler) {
+    func add(_ stream: SSEStreamHandler, transport: StreamTransport) {
         stream.loopIndex = streams.count
         streams.append(stream)
-        count.add(1, ordering: .relaxed)
+        adjust(transport, by: 1)
         if heartbeatTask == nil {
-            // One timer per loop: write-timeout checks every tick, heartbeats every `heartbeat`.
             let heartbeat = hub.configuration.heartbeat.timeAmount
-            let tick = min(heartbeat, .seconds(1))
-            nextHeartbeat = .now() + heartbeat
-            heartbeatTask = eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [weak self] _ in
-                self?.tick()
+            heartbeatTask = eventLoop.scheduleRepeatedTask(initialDelay: heartbeat, delay: heartbeat) { [weak self] _ in
+                self?.heartbeat()
             }
         }
     }
@@ -59,10 +70,13 @@ final class LoopStreams: @unchecked Sendable {
             last.loopIndex = i
         }
         stream.loopIndex = -1
-        count.subtract(1, ordering: .relaxed)
+        adjust(stream.framing.transport, by: -1)
         if streams.isEmpty {
             heartbeatTask?.cancel()
             heartbeatTask = nil
+            stallCheck?.cancel()
+            stallCheck = nil
+            stallCheckAt = nil
         }
     }
 
@@ -73,19 +87,37 @@ final class LoopStreams: @unchecked Sendable {
         group.subscription = nil
     }
 
-    private var nextHeartbeat = NIODeadline.now()
+    /// A stream stopped taking bytes at `since`: make sure the write-timeout check runs by the time it
+    /// would time out.
+    func noteBlocked(since: NIODeadline) {
+        let due = since + hub.configuration.writeTimeout.timeAmount
+        if let at = stallCheckAt, at <= due { return }
+        scheduleStallCheck(at: due)
+    }
 
-    private func tick() {
+    private func scheduleStallCheck(at due: NIODeadline) {
+        stallCheck?.cancel()
+        stallCheckAt = due
+        stallCheck = eventLoop.scheduleTask(deadline: due) { [weak self] in self?.checkStalls() }
+    }
+
+    /// Drops the streams whose reader has taken nothing for `--write-timeout`, and re-arms for the next
+    /// blocked one (if any).
+    private func checkStalls() {
+        stallCheck = nil
+        stallCheckAt = nil
         let now = NIODeadline.now()
         let writeTimeout = hub.configuration.writeTimeout.timeAmount
+        var next: NIODeadline?
         // Iterate over a copy: a stream dropped for its write timeout leaves `streams` as we go.
-        for stream in streams where stream.isStalled(now: now, timeout: writeTimeout) {
-            stream.dropSlowReader()
+        for stream in streams {
+            if stream.isStalled(now: now, timeout: writeTimeout) {
+                stream.dropSlowReader()
+            } else if let since = stream.blockedSince, !stream.closing {
+                next = min(next ?? since + writeTimeout, since + writeTimeout)
+            }
         }
-        if now >= nextHeartbeat {
-            nextHeartbeat = now + hub.configuration.heartbeat.timeAmount
-            heartbeat()
-        }
+        if let next { scheduleStallCheck(at: next) }
     }
 
     /// A heartbeat to every stream that is not backed up (a backed-up one is already timing out).
@@ -96,6 +128,28 @@ final class LoopStreams: @unchecked Sendable {
     }
 
     var groupCount: Int { groups.count }
+
+    /// Shutdown: closes every stream of this loop at a random moment of the drain window, so that the
+    /// reconnects do not arrive all at once. Call on the loop.
+    func drain(window: TimeAmount) {
+        for stream in streams {
+            stream.leaveReason = .shutdown
+            if window.nanoseconds > 0 {
+                let delay = TimeAmount.nanoseconds(Int64(hub.jitter.next() % UInt64(window.nanoseconds + 1)))
+                eventLoop.scheduleTask(in: delay) { [weak stream] in stream?.closeForShutdown() }
+            } else {
+                stream.closeForShutdown()
+            }
+        }
+    }
+
+    /// Closes every stream of this loop at once (the end of the drain window). Call on the loop.
+    func closeAll() {
+        for stream in streams {
+            stream.leaveReason = .shutdown
+            stream.context?.close(promise: nil)
+        }
+    }
 }
 
 /// All streams of one target on one event loop. The registry sees the group as one watcher, so an event

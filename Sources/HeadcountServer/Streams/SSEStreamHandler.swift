@@ -3,18 +3,34 @@ import Foundation
 import HeadcountCore
 import Logging
 import NIOCore
+import NIOHPACK
+import NIOHTTP2
 
-/// One SSE stream served straight from a NIO channel handler: no task, no async writer, no per-stream
-/// timer. It writes the response head itself, then pre-encoded (and, for HTTP/1.1, pre-chunked) event
-/// bytes shared with every other stream. A stream that cannot take more bytes keeps only a reference to
-/// the newest event and writes it when the socket drains.
+/// How a stream's bytes are framed on the wire.
+enum StreamFraming: Sendable {
+    /// HTTP/1.1: chunked transfer coding (the chunk framing is applied once per event and shared).
+    case chunked
+    /// HTTP/1.0: the raw event bytes; the stream ends when the connection closes.
+    case identity
+    /// An HTTP/2 stream: DATA frames on its own child channel.
+    case http2
+
+    var transport: StreamTransport { self == .http2 ? .http2 : .http1 }
+}
+
+/// One SSE stream served straight from a NIO channel handler, whichever way it arrived (the first or a
+/// later request of an HTTP/1.x connection, plain or TLS, or an HTTP/2 stream): no task, no async writer,
+/// no per-stream timer. It writes the response head itself, then pre-encoded (and, for HTTP/1.1,
+/// pre-chunked) event bytes shared with every other stream. A stream that cannot take more bytes keeps
+/// only a reference to the newest event and writes it when the socket (or the HTTP/2 flow-control
+/// window) drains.
 final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     let plan: SSEPlan
-    let chunked: Bool
-    let head: ByteBuffer
+    let framing: StreamFraming
+    let origin: String?
     let hub: StreamHub
     var context: ChannelHandlerContext?
     var subscription: Subscription?
@@ -39,11 +55,11 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     /// The client address whose stream slot this stream holds.
     var clientIP: String?
 
-    init(plan: SSEPlan, chunked: Bool, head: ByteBuffer, hub: StreamHub, clientIP: String?) {
+    init(plan: SSEPlan, framing: StreamFraming, origin: String?, hub: StreamHub, clientIP: String?) {
         self.clientIP = clientIP
         self.plan = plan
-        self.chunked = chunked
-        self.head = head
+        self.framing = framing
+        self.origin = origin
         self.hub = hub
     }
 
@@ -52,12 +68,14 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         writable = context.channel.isWritable
         // Bounded bytes per stream: NIO holds at most 16 KB, the kernel's send buffer 16 KB (doubled by
         // Linux for bookkeeping), plus a reference to one pending event. Presence events are tiny: a reader
-        // that keeps up never has more than a few hundred bytes queued.
-        if let options = context.channel.syncOptions {
+        // that keeps up never has more than a few hundred bytes queued. An HTTP/2 stream channel takes no
+        // such options (it traps on them): its bound is the listener's stream configuration (8 KB) and the
+        // flow-control window.
+        if framing != .http2, let options = context.channel.syncOptions {
             try? options.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 4 * 1024, high: 16 * 1024))
             try? options.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 16 * 1024)
         }
-        context.write(NIOAny(head), promise: nil)
+        writeHead(context: context)
         let loop = hub.streams(on: context.eventLoop)
         do {
             let group = try loop.group(for: plan.target)
@@ -69,9 +87,10 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
             }
             if plan.visitor != nil { hub.metrics.joins.increment() }
             group.add(self)
-            loop.add(self)
+            loop.add(self, transport: framing.transport)
             self.group = group
             self.loopStreams = loop
+            if let since = blockedSince { loop.noteBlocked(since: since) }
         } catch {
             hub.logger.info("stream refused after accept", metadata: ["headcount.reason": "\(error)"])
             closeForShutdown()
@@ -106,6 +125,11 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         loopStreams?.remove(self)
         loopStreams = nil
         pending = nil
+        releaseSlot()
+    }
+
+    /// Gives back the client address's stream slot (once).
+    func releaseSlot() {
         if let ip = clientIP {
             clientIP = nil
             hub.policy.release(ip: ip)
@@ -113,7 +137,13 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // A stream's request is complete; anything more the client sends is ignored.
+        // HTTP/2: the stream channel also reads flow-control frames (WINDOW_UPDATE); the request is complete
+        // and a client reset arrives as an error, so frames are ignored here.
+        guard framing != .http2 else { return }
+        // HTTP/1: the request is complete, so any byte is a request pipelined behind it, which nothing will
+        // ever answer. End the stream cleanly; the client reconnects.
+        leaveReason = .closed
+        closeForShutdown()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -121,15 +151,8 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
             // The client closed its side: it is gone.
             context.close(promise: nil)
         } else if event is ChannelShouldQuiesceEvent {
-            leaveReason = .shutdown
-            // Spread the closes over the drain window so that reconnects do not arrive all at once.
-            let window = hub.configuration.drain.timeAmount.nanoseconds
-            if window > 0 {
-                let delay = TimeAmount.nanoseconds(Int64.random(in: 0...window))
-                context.eventLoop.scheduleTask(in: delay) { [weak self] in self?.closeForShutdown() }
-            } else {
-                closeForShutdown()
-            }
+            // Shutdown: `LoopStreams.drain` closes every stream of the loop spread over the drain window,
+            // whatever carries it.
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -149,9 +172,15 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
                 write(raw: p.raw, chunked: p.chunked)
             }
         } else if blockedSince == nil {
-            blockedSince = .now()
+            markBlocked()
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    private func markBlocked() {
+        let now = NIODeadline.now()
+        blockedSince = now
+        loopStreams?.noteBlocked(since: now)
     }
 
     /// Whether the reader has taken no bytes for `timeout`.
@@ -186,10 +215,14 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         if writable {
             // Crossing the high watermark fires channelWritabilityChanged inside this call, which clears
             // `writable` and starts `blockedSince`.
-            context.writeAndFlush(NIOAny(chunked ? framed : raw), promise: nil)
+            switch framing {
+            case .chunked: context.writeAndFlush(NIOAny(framed), promise: nil)
+            case .identity: context.writeAndFlush(NIOAny(raw), promise: nil)
+            case .http2: context.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(raw)))), promise: nil)
+            }
         } else {
             pending = (raw, framed)
-            if blockedSince == nil { blockedSince = .now() }
+            if blockedSince == nil { markBlocked() }
         }
     }
 
@@ -204,15 +237,24 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         return false
     }
 
-    /// Ends the response properly (last chunk) and closes.
+    /// Ends the response properly (last chunk, or END_STREAM) and closes. A reader that is not taking
+    /// bytes could never receive the end: it is closed at once.
     func closeForShutdown() {
         guard let context, !closing else { return }
         closing = true
-        if chunked {
-            let channel = context.channel
-            context.writeAndFlush(NIOAny(ChunkFraming.terminator)).whenComplete { _ in channel.close(promise: nil) }
-        } else {
+        let channel = context.channel
+        guard writable else {
             context.close(promise: nil)
+            return
+        }
+        switch framing {
+        case .chunked:
+            context.writeAndFlush(NIOAny(ChunkFraming.terminator)).whenComplete { _ in channel.close(promise: nil) }
+        case .identity:
+            context.close(promise: nil)
+        case .http2:
+            let end = HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))
+            context.writeAndFlush(NIOAny(end)).whenComplete { _ in channel.close(promise: nil) }
         }
     }
 
@@ -243,16 +285,42 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         }
     }
 
-    /// The response head, written by hand: the HTTP handlers are gone from the pipeline by then.
-    static func responseHead(plan: SSEPlan, chunked: Bool, origin: String?, cors: CORSPolicy, retryMilliseconds: Int) -> ByteBuffer {
+    /// Writes the response head (by hand on HTTP/1: the HTTP handlers are gone from the pipeline) and
+    /// the stream's randomised `retry:`.
+    private func writeHead(context: ChannelHandlerContext) {
+        let fields = SSEStreamHandler.headFields(plan: plan, origin: origin, cors: hub.cors)
+        let retry = SSEEncoder.retry(milliseconds: hub.randomRetryMilliseconds())
+        switch framing {
+        case .chunked, .identity:
+            context.write(NIOAny(SSEStreamHandler.http1Head(fields: fields, chunked: framing == .chunked, retry: retry)), promise: nil)
+        case .http2:
+            var headers = HPACKHeaders([(":status", "200")])
+            for (name, value) in fields { headers.add(name: name.lowercased(), value: value) }
+            context.write(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: headers))), promise: nil)
+            context.write(NIOAny(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(retry)))), promise: nil)
+        }
+    }
+
+    /// The header fields of every stream's response, on every transport.
+    static func headFields(plan: SSEPlan, origin: String?, cors: CORSPolicy) -> [(String, String)] {
+        var fields = [
+            ("Content-Type", "text/event-stream; charset=utf-8"),
+            ("Cache-Control", "no-cache, no-transform"),
+            ("X-Accel-Buffering", "no"),
+        ]
+        fields += cors.fields(origin: origin)
+        if let cookie = plan.setCookie { fields.append(("Set-Cookie", cookie)) }
+        fields.append(("Date", DateHeader.shared.now))
+        fields.append(("Server", "headcount"))
+        return fields
+    }
+
+    /// An HTTP/1.x response head and the first bytes of the body (`retry:`).
+    static func http1Head(fields: [(String, String)], chunked: Bool, retry: ByteBuffer) -> ByteBuffer {
         var b = ByteBufferAllocator().buffer(capacity: 512)
         b.writeString(chunked ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n")
-        b.writeString("Content-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache, no-transform\r\nX-Accel-Buffering: no\r\n")
-        for (name, value) in cors.fields(origin: origin) { b.writeString("\(name): \(value)\r\n") }
-        if let cookie = plan.setCookie { b.writeString("Set-Cookie: \(cookie)\r\n") }
-        b.writeString("Date: \(DateHeader.shared.now)\r\nServer: headcount\r\n")
+        for (name, value) in fields { b.writeString("\(name): \(value)\r\n") }
         b.writeString(chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "Connection: close\r\n\r\n")
-        let retry = SSEEncoder.retry(milliseconds: retryMilliseconds)
         if chunked { b.writeImmutableBuffer(ChunkFraming.frame(retry)) } else { b.writeImmutableBuffer(retry) }
         return b
     }
@@ -270,6 +338,8 @@ extension LeaveReason {
             }
         } else if let channelError = error as? ChannelError, channelError == .eof || channelError == .alreadyClosed {
             self = .closed
+        } else if error is NIOHTTP2Errors.StreamClosed {
+            self = .closed  // the client reset its HTTP/2 stream
         } else {
             self = .writeFailure
         }
