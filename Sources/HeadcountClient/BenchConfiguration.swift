@@ -6,6 +6,18 @@ public enum BenchTarget: String, Codable, Sendable {
     case nchan
 }
 
+/// How the bench's streams reach the server.
+public enum BenchTransport: String, Codable, Sendable, CaseIterable {
+    /// Each stream is the first request of a fresh plaintext HTTP/1.1 connection.
+    case http1
+    /// Each connection first makes one ordinary request (`keepalivePath`, read to its end), then asks
+    /// for the stream on the same keep-alive connection.
+    case http1Keepalive = "http1-keepalive"
+    /// Streams multiplexed over TLS connections with ALPN `h2`, `streamsPerConnection` per connection
+    /// (fewer when the server's SETTINGS_MAX_CONCURRENT_STREAMS is lower).
+    case http2
+}
+
 /// Everything `headcount bench` was told. Also the spec handed to worker processes.
 public struct BenchConfiguration: Codable, Sendable {
     /// Server URL. Headcount: its base (a path, if any, is used as a prefix). nchan: the subscriber
@@ -59,6 +71,14 @@ public struct BenchConfiguration: Codable, Sendable {
     public var serverChildren: Bool = false
     /// Identifies this run in visitor ids (`bench-{runID}-{i}`).
     public var runID: String = ""
+    /// `--keepalive`: an ordinary request first, then the stream, on the same connection.
+    public var keepalive: Bool = false
+    /// The ordinary request of `--keepalive` (Headcount: under the base URL's path).
+    public var keepalivePath: String = "/widget.js"
+    /// `--http2`: streams over TLS connections with ALPN h2 (needs an `https://` URL).
+    public var http2: Bool = false
+    /// HTTP/2 streams per connection (at most the server's SETTINGS_MAX_CONCURRENT_STREAMS).
+    public var streamsPerConnection: Int = 100
 
     public init(url: String) {
         self.url = url
@@ -66,10 +86,24 @@ public struct BenchConfiguration: Codable, Sendable {
 
     public var target: BenchTarget { nchanPublish == nil ? .headcount : .nchan }
 
+    public var transport: BenchTransport { http2 ? .http2 : (keepalive ? .http1Keepalive : .http1) }
+
     /// Checks ranges and URLs; returns the parsed server URL.
     public func validate() throws(BenchError) -> LoopbackURL {
+        if keepalive && http2 { throw BenchError("--keepalive and --http2 cannot be combined (an HTTP/2 connection already carries many streams)") }
+        guard (1...10_000).contains(streamsPerConnection) else { throw BenchError("--streams-per-connection must be 1...10000") }
+        let https = url.trimmingSpaces.lowercased().hasPrefix("https://")
+        if http2 {
+            guard https else { throw BenchError("--http2 requires an https:// URL (TLS with ALPN h2), not \(url)") }
+            if nchanPublish != nil { throw BenchError("--http2 applies to Headcount, not to nchan") }
+        } else if https {
+            throw BenchError("\(url): https:// URLs need --http2 (the HTTP/1.1 transports are plaintext)")
+        }
+        if keepalive && !Self.isValidPath(keepalivePath) {
+            throw BenchError("--keepalive-path must be an absolute path such as /widget.js")
+        }
         let parsed: LoopbackURL
-        do { parsed = try LoopbackURL(parsing: url) } catch { throw BenchError(error.description) }
+        do { parsed = try LoopbackURL(parsing: url, allowTLS: http2) } catch { throw BenchError(error.description) }
         if let nchanPublish {
             do { _ = try LoopbackURL(parsing: nchanPublish) } catch { throw BenchError("--nchan-publish: \(error.description)") }
             if legacy || watch { throw BenchError("--legacy and --watch apply to Headcount, not to nchan") }
@@ -93,6 +127,11 @@ public struct BenchConfiguration: Codable, Sendable {
         return parsed
     }
 
+    /// `/` and then printable ASCII without spaces or `#` (a query is allowed).
+    static func isValidPath(_ s: String) -> Bool {
+        s.hasPrefix("/") && s.utf8.count <= 2000 && s.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != 0x23 }
+    }
+
     static func isValidName(_ s: String) -> Bool {
         !s.isEmpty && s.utf8.count <= 100 && s.utf8.allSatisfy { b in
             (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D || b == 0x5F || b == 0x2E || b == 0x7E || b == 0x3A
@@ -103,115 +142,4 @@ public struct BenchConfiguration: Codable, Sendable {
 public struct BenchError: Error, CustomStringConvertible, Sendable {
     public var description: String
     public init(_ description: String) { self.description = description }
-}
-
-/// What the streams of a run are, derived from the configuration: the same in every process.
-public struct BenchPlan: Sendable {
-    public let configuration: BenchConfiguration
-    public let server: LoopbackURL
-    public let target: BenchTarget
-    public let roomCount: Int
-    /// Room names by room index.
-    public let roomNames: [String]
-    /// Streams per room.
-    public let roomSizes: [Int]
-    /// The fan-out room (index 0).
-    public let fanoutRoom: Int = 0
-
-    public init(_ configuration: BenchConfiguration) throws(BenchError) {
-        self.configuration = configuration
-        self.server = try configuration.validate()
-        self.target = configuration.target
-        if configuration.legacy {
-            roomNames = ["lobby"]
-        } else if let room = configuration.room {
-            roomNames = [room]
-        } else {
-            let prefix = configuration.roomPrefix ?? (target == .nchan ? "bench-\(configuration.runID)" : "bench")
-            roomNames = (0..<configuration.rooms).map { "\(prefix)-\($0)" }
-        }
-        let rooms = roomNames.count
-        roomCount = rooms
-        let n = configuration.subscribers
-        roomSizes = (0..<rooms).map { r in n / rooms + (r < n % rooms ? 1 : 0) }
-    }
-
-    public func roomIndex(client i: Int) -> Int { i % roomCount }
-
-    /// The value a client of room `r` must see to count as converged (and the base of fan-out
-    /// thresholds): the room's online count for counted Headcount streams, else 0.
-    public func convergenceValue(room r: Int) -> Int {
-        target == .headcount && !configuration.watch ? roomSizes[r] : 0
-    }
-
-    /// Fan-out thresholds a client of room `r` waits for (beyond convergence).
-    public func fanoutThresholds(room r: Int) -> Int { r == fanoutRoom ? configuration.fanoutRounds : 0 }
-
-    public func visitorID(client i: Int) -> String { "bench-\(configuration.runID)-\(i)" }
-
-    /// Visitor id of the stream that triggers Headcount fan-out round `k` (1-based).
-    public func triggerVisitorID(round k: Int) -> String { "bench-\(configuration.runID)-x\(k)" }
-
-    /// The request URL of client `i`'s stream.
-    public func streamURL(client i: Int) -> LoopbackURL {
-        streamURL(room: roomIndex(client: i), visitor: configuration.watch ? nil : visitorID(client: i))
-    }
-
-    /// The request URL of a stream into room `r` for `visitor` (nil: watch-only).
-    public func streamURL(room r: Int, visitor: String?) -> LoopbackURL {
-        let roomName = roomNames[r]
-        switch target {
-        case .nchan:
-            return server.substitutingRoom(roomName)
-        case .headcount:
-            var prefix = server.splitQuery.path
-            while prefix.hasSuffix("/") { prefix.removeLast() }
-            let route = configuration.legacy ? "\(prefix)/api/sse" : "\(prefix)/rooms/\(roomName)/events"
-            let query = visitor.map { "visitor=\($0)" } ?? "watch=1"
-            return server.with(pathAndQuery: "\(route)?\(query)")
-        }
-    }
-
-    /// The nchan publisher URL of room `r`.
-    public func publishURL(room r: Int) -> LoopbackURL? {
-        guard let publish = configuration.nchanPublish, let url = try? LoopbackURL(parsing: publish) else { return nil }
-        return url.substitutingRoom(roomNames[r])
-    }
-
-    /// How event data is turned into the value compared with the thresholds.
-    public var valueKind: ValueKind {
-        switch target {
-        case .nchan: .sequence
-        case .headcount: configuration.legacy ? .onlineUsers : .online
-        }
-    }
-
-    /// Source address of client i: 127.0.0.(1 + i mod K).
-    public func sourceAddress(client i: Int) -> String {
-        "127.0.0.\(1 + i % configuration.sourceAddresses)"
-    }
-
-    /// The clients of process `w` of `p`: a contiguous slice of 0..<N.
-    public func slice(worker w: Int, of p: Int) -> Range<Int> {
-        let n = configuration.subscribers
-        return (n * w / p)..<(n * (w + 1) / p)
-    }
-}
-
-/// The number a client extracts from each event.
-public enum ValueKind: String, Codable, Sendable {
-    /// `"online"` of a room event.
-    case online
-    /// `"onlineUsers"` of a legacy event.
-    case onlineUsers
-    /// `seq=N` of a message the bench published to nchan.
-    case sequence
-
-    public func value(of data: String) -> Int? {
-        switch self {
-        case .online: EventValue.jsonInteger("online", in: data)
-        case .onlineUsers: EventValue.jsonInteger("onlineUsers", in: data)
-        case .sequence: EventValue.sequence(in: data)
-        }
-    }
 }

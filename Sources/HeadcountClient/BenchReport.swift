@@ -3,6 +3,18 @@ public struct BenchReport: Codable, Sendable {
     public var tool = "headcount bench"
     public var formatVersion = 1
     public var target: BenchTarget
+    /// How the streams reached the server: `http1`, `http1-keepalive` or `http2`.
+    public var transport: BenchTransport
+    /// TCP connections that carried the streams (HTTP/1.1: one per stream).
+    public var connections: Int
+    /// `--keepalive`: the ordinary request each connection made before its stream.
+    public var keepaliveRequest: String?
+    /// HTTP/2: `--streams-per-connection`.
+    public var streamsPerConnectionRequested: Int?
+    /// HTTP/2: streams per connection used (the request, capped by the server's limit).
+    public var streamsPerConnection: Int?
+    /// HTTP/2: the server's SETTINGS_MAX_CONCURRENT_STREAMS (nil: not learnt, or no limit set).
+    public var serverMaxConcurrentStreams: Int?
     public var url: String
     public var publishURL: String?
     public var runID: String
@@ -133,6 +145,7 @@ extension BenchReport {
         func ms(_ v: Double?) -> String { v.map { format($0, 1) + " ms" } ?? "—" }
         let shape = watch ? "watch-only" : (target == .nchan ? "nchan subscribers" : "visitors")
         lines.append("headcount bench — \(target.rawValue) at \(url)" + (publishURL.map { " (publish \($0))" } ?? ""))
+        row("transport", transportDescription)
         row("streams", "\(subscribers) \(shape) in \(rooms) room\(rooms == 1 ? "" : "s"); \(processes) process\(processes == 1 ? "" : "es") × \(threadsPerProcess) thread\(threadsPerProcess == 1 ? "" : "s"), \(sourceAddresses) source address\(sourceAddresses == 1 ? "" : "es")" + (rate.map { ", \(format($0, 0))/s" } ?? ""))
         row("connected / ready", "\(connected) / \(ready)   errors \(connectErrors), closed early \(closedEarly)")
         row("connect storm (all / p50)", "\(s(connectStormSeconds)) / \(s(connectP50Seconds))")
@@ -172,6 +185,22 @@ extension BenchReport {
         }
         lines.append(complete ? "complete" : "INCOMPLETE")
         return lines.joined(separator: "\n")
+    }
+}
+
+extension BenchReport {
+    /// The transport line of the table.
+    var transportDescription: String {
+        switch transport {
+        case .http1:
+            return "http1 (a new connection per stream)"
+        case .http1Keepalive:
+            return "http1-keepalive (GET \(keepaliveRequest ?? "?"), then the stream on the same connection)"
+        case .http2:
+            let used = streamsPerConnection.map(String.init) ?? "?"
+            let limit = serverMaxConcurrentStreams.map(String.init) ?? "none known"
+            return "http2 (TLS, ALPN h2): \(used) streams per connection (asked \(streamsPerConnectionRequested ?? 0), server allows \(limit)), \(connections) connections"
+        }
     }
 }
 

@@ -42,6 +42,9 @@ struct RunRecord {
         var ready: [Int64] = []
         var converged: [Int64] = []
         var roundTimes: [[Int64]] = Array(repeating: [], count: config.fanoutRounds)
+        var connections = 0
+        var serverLimit: Int?
+        var perConnection: Int?
         for (i, r) in results.enumerated() {
             guard let r else {
                 problems.append("client process \(i) reported no result")
@@ -55,6 +58,9 @@ struct RunRecord {
             ready.append(contentsOf: r.readyMicros)
             converged.append(contentsOf: r.convergedMicros)
             for (k, times) in r.roundMicros.enumerated() where k < roundTimes.count { roundTimes[k].append(contentsOf: times) }
+            connections += r.connections
+            if let limit = r.serverMaxConcurrentStreams, limit != Int.max { serverLimit = min(serverLimit ?? limit, limit) }
+            if let used = r.streamsPerConnection { perConnection = max(perConnection ?? used, used) }
         }
         let readySeconds = ready.filter { $0 >= 0 }.map { Double($0) / 1e6 }.sorted()
         let convergedSeconds = converged.filter { $0 >= 0 }.map { Double($0) / 1e6 }.sorted()
@@ -104,7 +110,11 @@ struct RunRecord {
         let complete = healthy && problems.isEmpty && fanout.count == config.fanoutRounds && fanout.allSatisfy { $0.seen == $0.receivers }
 
         return BenchReport(
-            target: plan.target, url: plan.server.description,
+            target: plan.target, transport: plan.transport, connections: connections,
+            keepaliveRequest: plan.keepaliveURL?.pathAndQuery,
+            streamsPerConnectionRequested: plan.transport == .http2 ? config.streamsPerConnection : nil,
+            streamsPerConnection: perConnection, serverMaxConcurrentStreams: serverLimit,
+            url: plan.server.description,
             publishURL: plan.publishURL(room: plan.fanoutRoom)?.description,
             runID: config.runID, startedAt: wallStart,
             subscribers: n, rooms: plan.roomCount, fanoutRoom: plan.roomNames[plan.fanoutRoom], fanoutReceivers: receivers,

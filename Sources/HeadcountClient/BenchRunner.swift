@@ -19,9 +19,13 @@ public enum BenchRunner {
         let p = config.processes
         let fdLimit = ProcessStats.raiseOpenFilesLimit()
         let perProcess = (n + p - 1) / p
-        if perProcess + 64 > fdLimit {
-            let needed = (n + max(1, fdLimit - 64) - 1) / max(1, fdLimit - 64)
-            throw BenchError("\(perProcess) streams per process exceed the open-files limit \(fdLimit): use --processes \(needed) or more")
+        let socketsPerProcess = plan.transport == .http2
+            ? H2Connections.connections(streams: perProcess, perConnection: config.streamsPerConnection) : perProcess
+        if socketsPerProcess + 64 > fdLimit {
+            let sockets = plan.transport == .http2 ? H2Connections.connections(streams: n, perConnection: config.streamsPerConnection) : n
+            let needed = (sockets + max(1, fdLimit - 64) - 1) / max(1, fdLimit - 64)
+            let what = plan.transport == .http2 ? "\(socketsPerProcess) connections" : "\(perProcess) streams"
+            throw BenchError("\(what) per process exceed the open-files limit \(fdLimit): use --processes \(needed) or more")
         }
         let threads = config.threads > 0 ? config.threads : max(1, System.coreCount / p)
         let wallStart = Date().timeIntervalSince1970
@@ -262,9 +266,7 @@ public enum BenchRunner {
     /// Waits until a Headcount server has nobody online (a previous run's visitors leave after the
     /// leave grace); throws if it stays busy.
     static func waitUntilQuiet(group: any EventLoopGroup, plan: BenchPlan, seconds: Double, log: @Sendable (String) -> Void) async throws {
-        var prefix = plan.server.splitQuery.path
-        while prefix.hasSuffix("/") { prefix.removeLast() }
-        let url = plan.server.with(pathAndQuery: prefix + "/api/stats")
+        let url = plan.server.with(pathAndQuery: plan.basePath + "/api/stats")
         let limit = MonotonicClock.nanoseconds() + Int64(seconds * 1e9)
         var logged = false
         while true {
@@ -289,47 +291,5 @@ public enum BenchRunner {
             }
             try await Task.sleep(for: .milliseconds(250))
         }
-    }
-}
-
-/// RSS and CPU of the sampled server processes.
-struct ServerSampler: Sendable {
-    let pids: [Int32]
-    var isEmpty: Bool { pids.isEmpty }
-
-    func sample() -> ProcessSample { ProcessStats.sample(pids: pids).total }
-    func missing() -> [Int32] { ProcessStats.sample(pids: pids).missing }
-}
-
-/// The stream that triggers a Headcount fan-out: connected in advance, its request written at T0.
-struct TriggerStream: Sendable {
-    let channel: any Channel
-    let table: ClientTable
-    let url: LoopbackURL
-
-    static func prepare(group: any EventLoopGroup, plan: BenchPlan, round k: Int, connectTimeout: Double) async throws -> TriggerStream {
-        let url = plan.streamURL(room: plan.fanoutRoom, visitor: plan.triggerVisitorID(round: k))
-        let table = ClientTable(count: 1, thresholds: 1)
-        let setup = BenchStreamHandler.Setup(request: nil, valueKind: plan.valueKind, base: 0, lastThreshold: -1, readyOnHead: false)
-        let channel = try await StreamConnector.connect(
-            group: group, to: StreamConnector.address(plan.server), source: nil,
-            table: table, slot: 0, setup: setup, connectTimeout: .nanoseconds(Int64(connectTimeout * 1e9))
-        ).get()
-        return TriggerStream(channel: channel, table: table, url: url)
-    }
-
-    func send() {
-        channel.write(HTTPClientRequestPart.head(StreamConnector.request(url)), promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-    }
-
-    func describe() -> String {
-        let p = table.progress()
-        return p.answered == 1 ? "join \(url.pathAndQuery)" : "join \(url.pathAndQuery) not answered (\(table.totals.withLock { $0.errorSamples.keys.joined(separator: ", ") }))"
-    }
-
-    func close() {
-        table.beginClosing()
-        channel.close(promise: nil)
     }
 }

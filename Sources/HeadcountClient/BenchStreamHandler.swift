@@ -1,108 +1,92 @@
 import NIOCore
 import NIOHTTP1
 
-/// The last handler of a bench stream's pipeline (after NIOHTTP1's client codec, which undoes the
-/// chunked encoding): feeds the body to an `SSEParser`, extracts each event's value and records
-/// when it first reaches each threshold.
+/// The last handler of an HTTP/1.1 bench stream's pipeline (after NIOHTTP1's client codec, which
+/// undoes the chunked encoding). With a `warmup` request (`--keepalive`) the connection first makes
+/// that request and reads its response to the end, then asks for the stream on the same connection.
 final class BenchStreamHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
     struct Setup: Sendable {
-        /// Request written as soon as the connection is up; nil: someone writes it later.
+        /// Request written as soon as the connection is up (after the warmup); nil: someone writes it later.
         var request: HTTPRequestHead?
-        var valueKind: ValueKind
-        /// Threshold j is reached when the value is at least `base + j`.
-        var base: Int
-        /// Highest threshold index this stream waits for.
-        var lastThreshold: Int
-        /// Ready (and threshold 0 reached) when the `200` head arrives, not at the first event (nchan).
-        var readyOnHead: Bool
+        /// The ordinary request made first on the same connection (`--keepalive`), or nil.
+        var warmup: HTTPRequestHead?
+        var recorder: StreamRecorder.Setup
+        /// Completed when the warmup's response has ended (failed if the connection closes first).
+        var warmupDone: EventLoopPromise<Void>? = nil
     }
 
-    private let table: ClientTable
-    private let slot: Int
     private let setup: Setup
-    private var parser = SSEParser()
-    private var next = 0
-    private var answered = false
-    private var ready = false
-    private var failed = false
-    private var endReason: String?
-    private var events = 0
-    private var bytes = 0
-    private var comments = 0
+    private let recorder: StreamRecorder
+    /// The warmup's response has not ended yet: response parts belong to it.
+    private var inWarmup: Bool
 
     init(table: ClientTable, slot: Int, setup: Setup) {
-        self.table = table
-        self.slot = slot
         self.setup = setup
+        self.recorder = StreamRecorder(table: table, slot: slot, setup: setup.recorder)
+        self.inWarmup = setup.warmup != nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if let request = setup.request {
-            context.write(wrapOutboundOut(.head(request)), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if let warmup = setup.warmup {
+            send(warmup, context: context)
+        } else if let request = setup.request {
+            send(request, context: context)
         }
         context.fireChannelActive()
     }
 
+    private func send(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if inWarmup {
+            warmupRead(part, context: context)
+            return
+        }
+        switch part {
         case .head(let head):
             guard head.status == .ok else {
                 fail("HTTP \(head.status.code)", context: context)
                 return
             }
-            answered = true
-            table.answered()
-            if setup.readyOnHead {
-                let now = MonotonicClock.nanoseconds()
-                ready = true
-                table.markReady(slot, at: now)
-                if setup.lastThreshold >= 0 {
-                    table.markSeen(slot, from: 0, to: 1, at: now)
-                    next = 1
-                }
-            }
+            recorder.answeredOK()
         case .body(let buffer):
-            bytes += buffer.readableBytes
-            let now = MonotonicClock.nanoseconds()
-            parser.feed(buffer) { output in
-                switch output {
-                case .event(let event):
-                    events += 1
-                    received(event, at: now)
-                case .comment:
-                    comments += 1
-                case .retry:
-                    break
-                }
-            }
+            recorder.body(buffer)
         case .end:
-            endReason = "stream ended by the server"
+            recorder.noteEnd("stream ended by the server")
             context.close(promise: nil)
         }
     }
 
-    private func received(_ event: SSEEvent, at now: Int64) {
-        if !ready {
-            ready = true
-            table.markReady(slot, at: now)
+    private func warmupRead(_ part: HTTPClientResponsePart, context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            guard (200..<300).contains(head.status.code) else {
+                fail("keep-alive request \(setup.warmup?.uri ?? ""): HTTP \(head.status.code)", context: context)
+                return
+            }
+            if !head.isKeepAlive {
+                fail("keep-alive request \(setup.warmup?.uri ?? ""): the server closes the connection after it", context: context)
+            }
+        case .body:
+            break
+        case .end:
+            inWarmup = false
+            setup.warmupDone?.succeed()
+            // A close from now on, before the stream's answer, is the server refusing a second request.
+            recorder.unansweredReason = "connection closed after the keep-alive request"
+            if let request = setup.request { send(request, context: context) }
         }
-        guard next <= setup.lastThreshold, let value = setup.valueKind.value(of: event.data) else { return }
-        let from = next
-        while next <= setup.lastThreshold && value >= setup.base + next { next += 1 }
-        if next > from { table.markSeen(slot, from: from, to: next, at: now) }
     }
 
     private func fail(_ reason: String, context: ChannelHandlerContext) {
-        if !failed && !answered {
-            failed = true
-            table.failed(reason)
-        } else if endReason == nil {
-            endReason = reason
-        }
+        recorder.fail(reason)
         context.close(promise: nil)
     }
 
@@ -111,10 +95,8 @@ final class BenchStreamHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        table.ended(answeredBefore: answered, failedBefore: failed, reason: endReason, events: events, bytes: bytes, comments: comments)
-        events = 0
-        bytes = 0
-        comments = 0
+        setup.warmupDone?.fail(BenchError("connection closed before the keep-alive request was answered"))
+        recorder.ended()
         context.fireChannelInactive()
     }
 }

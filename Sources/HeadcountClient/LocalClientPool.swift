@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Everything a pool reports at the end: counters and raw timestamps (microseconds after the run's
@@ -17,6 +18,13 @@ public struct PoolResult: Codable, Sendable {
     public var convergedMicros: [Int64] = []
     /// Per fan-out round k (index k-1): per client of the fan-out room, when it saw the new value.
     public var roundMicros: [[Int64]] = []
+    /// TCP connections opened for the streams (HTTP/1.1: one per stream).
+    public var connections = 0
+    /// HTTP/2: the server's SETTINGS_MAX_CONCURRENT_STREAMS (nil: not learnt, or not HTTP/2;
+    /// Int.max: the server set no limit).
+    public var serverMaxConcurrentStreams: Int?
+    /// HTTP/2: streams per connection actually used.
+    public var streamsPerConnection: Int?
 
     public init(progress: PoolProgress) {
         self.progress = progress
@@ -24,7 +32,9 @@ public struct PoolResult: Codable, Sendable {
 }
 
 /// The streams of one process: opens them on a SwiftNIO event loop group (one channel per stream,
-/// no task per stream), paced by `rate` and `maxPending`, and closes them all at the end.
+/// no task per stream), paced by `rate` and `maxPending`, and closes them all at the end. HTTP/1.1:
+/// a connection per stream (`--keepalive`: after one ordinary request on it); HTTP/2: streams
+/// multiplexed over `H2Connections`.
 public final class LocalClientPool: Sendable {
     let plan: BenchPlan
     let clients: Range<Int>
@@ -34,6 +44,7 @@ public final class LocalClientPool: Sendable {
     let rate: Double?
     private let channels: Locked<[(any Channel)?]>
     private let launcher: Mutex<Task<Void, Never>?>
+    private let h2: Mutex<H2Connections?>
 
     /// - Parameters:
     ///   - clients: the global indices of this process's streams.
@@ -48,6 +59,7 @@ public final class LocalClientPool: Sendable {
         self.table = ClientTable(count: clients.count, thresholds: plan.configuration.fanoutRounds + 1)
         self.channels = Locked(Array(repeating: nil, count: clients.count))
         self.launcher = Mutex(nil)
+        self.h2 = Mutex(nil)
     }
 
     public func progress() -> PoolProgress {
@@ -68,13 +80,22 @@ public final class LocalClientPool: Sendable {
         let connectTimeout = TimeAmount.nanoseconds(Int64(plan.configuration.connectTimeout * 1e9))
         let address: SocketAddress
         let sources: [SocketAddress]?
+        var h2: H2Connections?
         do {
             address = try StreamConnector.address(plan.server)
             sources = try StreamConnector.sourceAddresses(plan: plan)
+            if plan.transport == .http2 {
+                h2 = H2Connections(
+                    group: group, address: address, sources: sources, sslContext: try H2Connection.makeSSLContext(),
+                    timeout: connectTimeout, streamsPerConnection: plan.configuration.streamsPerConnection
+                )
+                self.h2.withLock { [h2] in $0 = h2 }
+            }
         } catch {
-            for _ in clients { table.attempted(); table.failed("address: \(error)") }
+            for _ in clients { table.attempted(); table.failed("setup: \(error)") }
             return
         }
+        let warmup = plan.keepaliveURL.map(StreamConnector.warmupRequest)
         for (slot, i) in clients.enumerated() {
             if let rate {
                 // Sleep only when more than 2 ms ahead: a timer wakes up late, so sleeping before every
@@ -90,19 +111,29 @@ public final class LocalClientPool: Sendable {
             if MonotonicClock.nanoseconds() > deadline || Task.isCancelled { return }
             let room = plan.roomIndex(client: i)
             let url = plan.streamURL(client: i)
-            let setup = BenchStreamHandler.Setup(
-                request: StreamConnector.request(url),
+            let recorder = StreamRecorder.Setup(
                 valueKind: plan.valueKind,
                 base: plan.convergenceValue(room: room),
                 lastThreshold: plan.fanoutThresholds(room: room),
                 readyOnHead: plan.target == .nchan
             )
             table.attempted()
-            let future = StreamConnector.connect(
-                group: group, to: address, source: sources.map { $0[i % $0.count] },
-                table: table, slot: slot, setup: setup, connectTimeout: connectTimeout
-            )
             let table = self.table
+            let future: EventLoopFuture<any Channel>
+            if let h2 {
+                let headers = H2StreamHandler.requestHeaders(url)
+                future = await h2.openStream { stream in
+                    stream.eventLoop.makeCompletedFuture {
+                        try stream.pipeline.syncOperations.addHandler(H2StreamHandler(table: table, slot: slot, request: headers, setup: recorder))
+                    }
+                }
+            } else {
+                let setup = BenchStreamHandler.Setup(request: StreamConnector.request(url), warmup: warmup, recorder: recorder)
+                future = StreamConnector.connect(
+                    group: group, to: address, source: sources.map { $0[i % $0.count] },
+                    table: table, slot: slot, setup: setup, connectTimeout: connectTimeout
+                )
+            }
             let channels = self.channels
             future.whenComplete { result in
                 switch result {
@@ -126,8 +157,13 @@ public final class LocalClientPool: Sendable {
             await task.value
         }
         table.beginClosing()
-        let open = channels.withLock { $0.compactMap { $0 } }
-        for channel in open { channel.close(promise: nil) }
+        if let h2 = h2.withLock({ $0 }) {
+            // Closing the connections ends their streams (no RST_STREAM for each).
+            h2.closeAll()
+        } else {
+            let open = channels.withLock { $0.compactMap { $0 } }
+            for channel in open { channel.close(promise: nil) }
+        }
         // Wait (bounded) until every opened channel has gone inactive.
         let closeDeadline = MonotonicClock.nanoseconds() + 15_000_000_000
         while MonotonicClock.nanoseconds() < closeDeadline {
@@ -147,6 +183,13 @@ public final class LocalClientPool: Sendable {
         result.bytes = t.bytes
         result.comments = t.comments
         result.errorSamples = t.errorSamples
+        if let h2 = h2.withLock({ $0 }) {
+            result.connections = h2.connectionCount
+            result.serverMaxConcurrentStreams = h2.serverLimit
+            result.streamsPerConnection = h2.perConnection
+        } else {
+            result.connections = t.progress.attempted
+        }
         func micros(_ ns: Int64?) -> Int64 { ns.map { ($0 - epoch) / 1000 } ?? -1 }
         result.readyMicros = (0..<clients.count).map { micros(table.readyTime($0)) }
         result.convergedMicros = (0..<clients.count).map { micros(table.seenTime($0, threshold: 0)) }
@@ -155,57 +198,5 @@ public final class LocalClientPool: Sendable {
             fanoutSlots.map { micros(table.seenTime($0, threshold: k + 1)) }
         }
         return result
-    }
-}
-
-/// Opens one SSE stream: a TCP connection (optionally bound to a source address) with NIOHTTP1's
-/// client codec and a `BenchStreamHandler`.
-enum StreamConnector {
-    static func request(_ url: LoopbackURL) -> HTTPRequestHead {
-        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: url.pathAndQuery)
-        head.headers.add(name: "Host", value: url.hostHeader)
-        head.headers.add(name: "Accept", value: "text/event-stream")
-        head.headers.add(name: "Cache-Control", value: "no-cache")
-        head.headers.add(name: "User-Agent", value: "headcount-bench")
-        return head
-    }
-
-    /// IP_BIND_ADDRESS_NO_PORT (Linux): a socket bound to an address with port 0 gets its port at
-    /// connect time, unique per 4-tuple, instead of reserving one at bind time.
-    static let bindAddressNoPort = ChannelOptions.Types.SocketOption(level: .ip, name: NIOBSDSocket.Option(rawValue: 24))
-
-    static func connect(
-        group: any EventLoopGroup, to address: SocketAddress, source: SocketAddress?,
-        table: ClientTable, slot: Int, setup: BenchStreamHandler.Setup, connectTimeout: TimeAmount
-    ) -> EventLoopFuture<any Channel> {
-        var bootstrap = ClientBootstrap(group: group)
-            .connectTimeout(connectTimeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(BenchStreamHandler(table: table, slot: slot, setup: setup))
-                }
-            }
-        if let source {
-            bootstrap = bootstrap.channelOption(bindAddressNoPort, value: 1).bind(to: source)
-        }
-        return bootstrap.connect(to: address)
-    }
-
-    /// The server's address (no resolver: hosts are IP literals or `localhost`).
-    static func address(_ url: LoopbackURL) throws -> SocketAddress {
-        try SocketAddress(ipAddress: url.connectHost, port: url.port)
-    }
-
-    /// 127.0.0.1 ... 127.0.0.K with port 0, or nil for an IPv6 server.
-    static func sourceAddresses(plan: BenchPlan) throws -> [SocketAddress]? {
-        guard !plan.server.isIPv6 else { return nil }
-        return try (0..<plan.configuration.sourceAddresses).map { try SocketAddress(ipAddress: "127.0.0.\(1 + $0)", port: 0) }
-    }
-
-    static func describe(_ error: any Error) -> String {
-        let text = "\(error)"
-        return text.count > 160 ? String(text.prefix(160)) + "…" : text
     }
 }

@@ -1,7 +1,10 @@
-/// A plain `http://` URL whose host is a loopback address: 127.x.x.x, `localhost` or `[::1]`.
+/// An `http://` (or, where allowed, `https://`) URL whose host is a loopback address: 127.x.x.x,
+/// `localhost` or `[::1]`.
 ///
 /// The load tools only ever talk to loopback: any other host is refused before a socket is opened.
 public struct LoopbackURL: Sendable, Hashable, CustomStringConvertible {
+    /// `https://`: TLS (the bench's HTTP/2 transport).
+    public var tls: Bool
     /// The host as written (`127.0.0.1`, `localhost`, `::1` without brackets).
     public var host: String
     public var port: Int
@@ -15,32 +18,35 @@ public struct LoopbackURL: Sendable, Hashable, CustomStringConvertible {
     /// `Host:` header value.
     public var hostHeader: String {
         let h = isIPv6 ? "[::1]" : host
-        return port == 80 ? h : "\(h):\(port)"
+        return port == (tls ? 443 : 80) ? h : "\(h):\(port)"
     }
 
-    public var description: String { "http://\(hostHeader)\(pathAndQuery)" }
+    public var description: String { (tls ? "https://" : "http://") + hostHeader + pathAndQuery }
 
     public struct ParseError: Error, CustomStringConvertible, Equatable {
         public var description: String
         init(_ d: String) { description = d }
     }
 
-    public init(host: String, port: Int, pathAndQuery: String = "/") {
+    public init(host: String, port: Int, pathAndQuery: String = "/", tls: Bool = false) {
+        self.tls = tls
         self.host = host
         self.port = port
         self.pathAndQuery = pathAndQuery
     }
 
-    /// Parses `http://host[:port][/path][?query]`, refusing every host outside loopback.
-    public init(parsing text: String) throws(ParseError) {
+    /// Parses `http://host[:port][/path][?query]` (and `https://…` when `allowTLS`), refusing every
+    /// host outside loopback.
+    public init(parsing text: String, allowTLS: Bool = false) throws(ParseError) {
         let trimmed = text.trimmingSpaces
-        guard trimmed.lowercased().hasPrefix("http://") else {
-            if trimmed.lowercased().hasPrefix("https://") {
-                throw ParseError("\(text): https is not supported (loopback benchmarks use plain http)")
+        let isTLS = trimmed.lowercased().hasPrefix("https://")
+        guard trimmed.lowercased().hasPrefix("http://") || (isTLS && allowTLS) else {
+            if isTLS {
+                throw ParseError("\(text): https is not supported here (plain http only)")
             }
             throw ParseError("\(text): expected a URL starting with http://")
         }
-        let rest = trimmed.dropFirst("http://".count)
+        let rest = trimmed.dropFirst(isTLS ? "https://".count : "http://".count)
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
         let authority = rest[rest.startIndex..<authorityEnd]
         var path = String(rest[authorityEnd...])
@@ -64,7 +70,7 @@ public struct LoopbackURL: Sendable, Hashable, CustomStringConvertible {
         } else {
             host = authority
         }
-        var port = 80
+        var port = isTLS ? 443 : 80
         if let portText {
             guard let p = Int(portText), (1...65535).contains(p) else { throw ParseError("\(text): invalid port '\(portText)'") }
             port = p
@@ -73,6 +79,7 @@ public struct LoopbackURL: Sendable, Hashable, CustomStringConvertible {
         guard Self.isLoopback(lower) else {
             throw ParseError("\(text): host '\(host)' is not loopback (only 127.x.x.x, localhost and ::1 are allowed)")
         }
+        self.tls = isTLS
         self.host = lower == "0:0:0:0:0:0:0:1" ? "::1" : lower
         self.port = port
         self.pathAndQuery = path
@@ -93,7 +100,7 @@ public struct LoopbackURL: Sendable, Hashable, CustomStringConvertible {
 
     /// The same server with another path and query.
     public func with(pathAndQuery: String) -> LoopbackURL {
-        LoopbackURL(host: host, port: port, pathAndQuery: pathAndQuery)
+        LoopbackURL(host: host, port: port, pathAndQuery: pathAndQuery, tls: tls)
     }
 
     /// Replaces `{room}` in the path with `room`, or appends `room` when there is no placeholder.

@@ -119,8 +119,12 @@ public enum SimpleHTTP {
         return PreparedRequest(channel: channel, response: promise.futureResult)
     }
 
-    /// One request, bounded by `timeout` seconds.
+    /// One request, bounded by `timeout` seconds (an `https://` URL: a `GET` over HTTP/2).
     public static func request(group: any EventLoopGroup, method: HTTPMethod = .GET, url: LoopbackURL, body: String? = nil, timeout: Double = 5) async throws -> SimpleResponse {
+        if url.tls {
+            guard method == .GET, body == nil else { throw BenchError("only GET is supported over HTTP/2") }
+            return try await getHTTP2(group: group, url: url, timeout: timeout)
+        }
         let prepared = try await prepare(group: group, url: url, connectTimeout: .nanoseconds(Int64(timeout * 1e9)))
         prepared.send(method: method, url: url, body: body)
         return try await prepared.response(within: timeout)

@@ -11,7 +11,10 @@ struct Bench: AsyncParsableCommand {
             After every client has seen its room's full count, the bench joins one more visitor to the \
             first room (nchan: publishes `seq=k` to its channel) and measures how long each client takes to \
             see the change, --fanout-rounds times. With --server-pid it samples the server's RSS and CPU \
-            from /proc. Only loopback URLs are accepted.
+            from /proc. Only loopback URLs are accepted. Transports: each stream on a new HTTP/1.1 \
+            connection (default); --keepalive: one ordinary request first, then the stream on the same \
+            connection; --http2: streams multiplexed over TLS connections (ALPN h2) to an https:// URL. \
+            The report names the transport measured.
             """
     )
 
@@ -84,6 +87,18 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("nchan-publish"), help: "nchan publisher URL with {room}: benchmark nginx + nchan instead of Headcount.")
     var nchanPublish: String?
 
+    @Flag(help: "HTTP/1.1 keep-alive: each connection first makes one ordinary request (--keepalive-path, read to its end), then asks for its stream on the same connection.")
+    var keepalive = false
+
+    @Option(name: .customLong("keepalive-path"), help: "The ordinary request of --keepalive (Headcount: under the base URL's path). (default: /widget.js)")
+    var keepalivePath: String?
+
+    @Flag(help: "HTTP/2 over TLS with ALPN h2 (certificate not verified; needs an https:// URL): streams multiplexed over connections.")
+    var http2 = false
+
+    @Option(name: .customLong("streams-per-connection"), help: "With --http2: streams per connection, 1...10000 (fewer when the server's SETTINGS_MAX_CONCURRENT_STREAMS is lower). (default: 100)")
+    var streamsPerConnection: Int?
+
     @Option(name: .customLong("run-id"), help: "Run id used in visitor ids (default: random).")
     var runID: String?
 
@@ -96,9 +111,16 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: .hidden)
     var worker = false
 
+    /// A configuration error is one line on stderr and exit status 2 (ArgumentParser's own
+    /// ValidationError would add the usage and exit 64).
     func validate() throws {
         if worker { return }
-        _ = try makeConfiguration()
+        do {
+            _ = try makeConfiguration()
+        } catch let error as ValidationError {
+            _ = try? FileHandle.standardError.write(contentsOf: Data("headcount bench: \(error.message)\n".utf8))
+            throw ExitCode(2)
+        }
     }
 
     func makeConfiguration() throws -> BenchConfiguration {
@@ -125,6 +147,10 @@ struct Bench: AsyncParsableCommand {
         config.quietTimeout = quietTimeout
         config.serverChildren = serverChildren
         config.runID = runID ?? ""
+        config.keepalive = keepalive
+        config.keepalivePath = keepalivePath ?? config.keepalivePath
+        config.http2 = http2
+        config.streamsPerConnection = streamsPerConnection ?? config.streamsPerConnection
         var pids: [Int32] = []
         for text in serverPID.flatMap({ $0.split(separator: ",") }) {
             guard let pid = Int32(text.trimmingCharacters(in: .whitespaces)), pid > 0 else {
@@ -137,6 +163,8 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("--run-id may contain only letters and digits")
         }
         do { _ = try BenchPlan(config) } catch { throw ValidationError(error.description) }
+        if streamsPerConnection != nil && !http2 { throw ValidationError("--streams-per-connection applies to --http2 only") }
+        if keepalivePath != nil && !keepalive { throw ValidationError("--keepalive-path applies to --keepalive only") }
         return config
     }
 

@@ -3,7 +3,7 @@ import NIOHTTP1
 import NIOPosix
 
 /// A tiny stand-in for Headcount and nchan on one event loop, so the bench can be tested end to end
-/// without the real servers: `/api/stats`, `/rooms/{room}/events?visitor=|watch=1` (counts broadcast
+/// without the real servers: `/api/stats`, `/widget.js` (keep-alive), `/rooms/{room}/events?visitor=|watch=1` (counts broadcast
 /// on every join and leave, no grace, no coalescing), `/sub/{room}` and `POST /pub/{room}`.
 /// Events are written in awkward pieces (split mid-line, CRLF and LF mixed) to exercise the client's
 /// chunked decoding and SSE parsing.
@@ -124,6 +124,9 @@ final class FakeServerHandler: ChannelInboundHandler {
         let parts = path.split(separator: "/").map(String.init)
         if path == "/api/stats" {
             reply(context, "{\"online\":0,\"connections\":0,\"rooms\":0}")
+        } else if path == "/widget.js" {
+            // Keeps the connection open, as Headcount does: a stream may follow on it.
+            reply(context, "/* widget */\n", keepAlive: true)
         } else if parts.count == 3, parts[0] == "rooms", parts[2] == "events" {
             let visitor = query["watch"] == nil ? query["visitor"] : nil
             openStream(context, room: parts[1], visitor: visitor)
@@ -144,9 +147,15 @@ final class FakeServerHandler: ChannelInboundHandler {
         server.add(FakeServer.Stream(context: context, room: room, visitor: visitor))
     }
 
-    private func reply(_ context: ChannelHandlerContext, _ text: String, status: HTTPResponseStatus = .ok) {
+    private func reply(_ context: ChannelHandlerContext, _ text: String, status: HTTPResponseStatus = .ok, keepAlive: Bool = false) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Length", value: "\(text.utf8.count)")
+        if keepAlive {
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            return
+        }
         headers.add(name: "Connection", value: "close")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
