@@ -28,15 +28,18 @@ struct ConnectionPipeline: Sendable {
         }
         let services = self.services
         let sync = channel.pipeline.syncOperations
+        // TLS turns the socket's own errors into its own: note a vanished peer before it does.
+        let fate = ConnectionFate()
+        try sync.addHandler(DeadPeerRecorder(fate: fate))
         try sync.addHandler(NIOSSLServerHandler(context: tls))
         try sync.addHandler(
             ApplicationProtocolNegotiationHandler { result, channel in
                 channel.eventLoop.makeCompletedFuture {
                     switch result {
                     case .negotiated("h2"):
-                        try Self.configureHTTP2(channel, services: services, deadline: deadline)
+                        try Self.configureHTTP2(channel, services: services, deadline: deadline, fate: fate)
                     case .negotiated("http/1.1"), .fallback:
-                        try Self.configureHTTP1(channel, services: services, secure: true, deadline: deadline)
+                        try Self.configureHTTP1(channel, services: services, secure: true, deadline: deadline, fate: fate)
                     case .negotiated:
                         channel.close(promise: nil)
                     }
@@ -45,19 +48,19 @@ struct ConnectionPipeline: Sendable {
         )
     }
 
-    static func configureHTTP1(_ channel: any Channel, services: ConnectionServices, secure: Bool, deadline: FirstRequestDeadline) throws {
+    static func configureHTTP1(_ channel: any Channel, services: ConnectionServices, secure: Bool, deadline: FirstRequestDeadline, fate: ConnectionFate? = nil) throws {
         let sync = channel.pipeline.syncOperations
         let encoder = HTTPResponseEncoder(configuration: .init())
         let decoder = ByteToMessageHandler(
             HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)
         )
-        let handler = HTTPConnectionHandler(services: services, transport: .http1, protocolHandlers: [encoder, decoder], secure: secure, deadline: deadline)
+        let handler = HTTPConnectionHandler(services: services, transport: .http1, protocolHandlers: [encoder, decoder], secure: secure, deadline: deadline, fate: fate)
         try sync.addHandler(encoder)
         try sync.addHandler(decoder)
         try sync.addHandler(handler)
     }
 
-    static func configureHTTP2(_ channel: any Channel, services: ConnectionServices, deadline: FirstRequestDeadline) throws {
+    static func configureHTTP2(_ channel: any Channel, services: ConnectionServices, deadline: FirstRequestDeadline, fate: ConnectionFate) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentHTTP2Streams),
@@ -74,7 +77,7 @@ struct ConnectionPipeline: Sendable {
                 parent.value.streamOpened()
                 stream.closeFuture.whenComplete { _ in parent.value.streamClosed() }
                 let codec = HTTP2StreamCodec()
-                let handler = HTTPConnectionHandler(services: services, transport: .http2, protocolHandlers: [codec], secure: true, deadline: nil)
+                let handler = HTTPConnectionHandler(services: services, transport: .http2, protocolHandlers: [codec], secure: true, deadline: nil, fate: fate)
                 try stream.pipeline.syncOperations.addHandler(codec)
                 try stream.pipeline.syncOperations.addHandler(handler)
             }
@@ -164,5 +167,29 @@ final class HTTP2StreamCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         codec.write(context: context, data: data, promise: promise)
+    }
+}
+
+/// What ended a TLS connection, as far as its streams need to know: the socket's own error is seen only
+/// by the first handler (TLS reports its own), and HTTP/2 streams see their connection close, not its
+/// error. Touched on the connection's loop.
+final class ConnectionFate: @unchecked Sendable {
+    /// The peer vanished (TCP_USER_TIMEOUT or keepalive gave up).
+    var deadPeer = false
+}
+
+/// First in a TLS connection's pipeline: notes a vanished peer in the connection's fate.
+final class DeadPeerRecorder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let fate: ConnectionFate
+
+    init(fate: ConnectionFate) {
+        self.fate = fate
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if LeaveReason(error) == .deadPeer { fate.deadPeer = true }
+        context.fireErrorCaught(error)
     }
 }

@@ -37,6 +37,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     let secure: Bool
     /// The connection's deadline for its first complete request head (shared with the TLS handshake).
     let deadline: FirstRequestDeadline?
+    /// A TLS connection's fate (nil on plaintext, where the stream sees the socket's errors itself).
+    let fate: ConnectionFate?
     var state = State.idle
     var queued = CircularBuffer<HTTPServerRequestPart>()
     /// The keep-alive idle timer while idle, the request's completion deadline while one is read.
@@ -52,7 +54,15 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Largest request body read (no route takes a body; larger ones get 413).
     static let maxBodyBytes = 64 * 1024
 
-    init(services: ConnectionServices, transport: StreamTransport, protocolHandlers: [any RemovableChannelHandler], secure: Bool, deadline: FirstRequestDeadline?) {
+    init(
+        services: ConnectionServices,
+        transport: StreamTransport,
+        protocolHandlers: [any RemovableChannelHandler],
+        secure: Bool,
+        deadline: FirstRequestDeadline?,
+        fate: ConnectionFate? = nil
+    ) {
+        self.fate = fate
         self.services = services
         self.transport = transport
         self.protocolHandlers = protocolHandlers
@@ -306,7 +316,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             framing: framing,
             origin: head.headers.first(name: "origin"),
             hub: hub,
-            clientIP: clientIP
+            clientIP: clientIP,
+            fate: fate
         )
         clientIP = nil
         state = .closed

@@ -55,7 +55,12 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     /// The client address whose stream slot this stream holds.
     var clientIP: String?
 
-    init(plan: SSEPlan, framing: StreamFraming, origin: String?, hub: StreamHub, clientIP: String?) {
+    /// A TLS connection's fate: a vanished peer is reported as such even though TLS (or HTTP/2) hides
+    /// the socket's error from the stream.
+    let fate: ConnectionFate?
+
+    init(plan: SSEPlan, framing: StreamFraming, origin: String?, hub: StreamHub, clientIP: String?, fate: ConnectionFate? = nil) {
+        self.fate = fate
         self.clientIP = clientIP
         self.plan = plan
         self.framing = framing
@@ -111,6 +116,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
 
     /// Leaves the registry and the loop's groups; runs once, on every exit path.
     private func leave() {
+        if fate?.deadPeer == true, !closing { leaveReason = .deadPeer }
         left = true
         if let sub = subscription {
             subscription = nil
@@ -149,6 +155,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let e = event as? ChannelEvent, e == .inputClosed {
             // The client closed its side: it is gone.
+            leave()
             context.close(promise: nil)
         } else if event is ChannelShouldQuiesceEvent {
             // Shutdown: `LoopStreams.drain` closes every stream of the loop spread over the drain window,
@@ -160,6 +167,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if !closing { leaveReason = LeaveReason(error) }
+        leave()
         context.close(promise: nil)
     }
 
@@ -196,6 +204,7 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
         closing = true
         pending = nil
         hub.logLimiter.log(hub.logger, level: .info, "dropped a stream that stopped reading", reason: "slow_reader", metadata: ["headcount.reason": "slow_reader"])
+        leave()
         context.close(promise: nil)
     }
 
@@ -242,6 +251,8 @@ final class SSEStreamHandler: ChannelInboundHandler, EventSink, @unchecked Senda
     func closeForShutdown() {
         guard let context, !closing else { return }
         closing = true
+        // Counted out now, not when the channel is gone: a TLS close waits for the peer's close_notify.
+        leave()
         let channel = context.channel
         guard writable else {
             context.close(promise: nil)
