@@ -94,8 +94,8 @@ public struct BenchConfiguration: Codable, Sendable {
         guard (1...10_000).contains(streamsPerConnection) else { throw BenchError("--streams-per-connection must be 1...10000") }
         let https = url.trimmingSpaces.lowercased().hasPrefix("https://")
         if http2 {
+            // nchan: the subscriber streams use HTTP/2; the publisher (--nchan-publish) stays plain http://.
             guard https else { throw BenchError("--http2 requires an https:// URL (TLS with ALPN h2), not \(url)") }
-            if nchanPublish != nil { throw BenchError("--http2 applies to Headcount, not to nchan") }
         } else if https {
             throw BenchError("\(url): https:// URLs need --http2 (the HTTP/1.1 transports are plaintext)")
         }

@@ -39,10 +39,10 @@ struct BenchTransportTests {
             #expect(refusal(configuration("https://127.0.0.1:8443") { $0.http2 = true; $0.streamsPerConnection = bad }) == "--streams-per-connection must be 1...10000")
             #expect(refusal(configuration { $0.streamsPerConnection = bad })?.hasPrefix("--streams-per-connection") == true)
         }
-        #expect(refusal(configuration("https://127.0.0.1:8443") {
+        #expect(refusal(configuration("https://127.0.0.1:8443/sub/{room}") {
             $0.http2 = true
-            $0.nchanPublish = "http://127.0.0.1:8443/pub/{room}"
-        })?.contains("--http2") == true)
+            $0.nchanPublish = "https://127.0.0.1:8443/pub/{room}"
+        })?.hasPrefix("--nchan-publish") == true)
         #expect(refusal(configuration("https://10.0.0.1:8443") { $0.http2 = true })?.contains("not loopback") == true)
         for path in ["widget.js", "", "/a b", "/x#y"] {
             #expect(refusal(configuration { $0.keepalive = true; $0.keepalivePath = path })?.hasPrefix("--keepalive-path") == true)
@@ -54,6 +54,11 @@ struct BenchTransportTests {
             #expect(refusal(configuration("https://127.0.0.1:8443") { $0.http2 = true; $0.streamsPerConnection = m }) == nil)
         }
         #expect(refusal(configuration { $0.keepalive = true; $0.keepalivePath = "/api/stats?x=1" }) == nil)
+        // nchan over HTTP/2: subscribers on TLS, the publisher on plain http://.
+        #expect(refusal(configuration("https://127.0.0.1:8443/sub/{room}") {
+            $0.http2 = true
+            $0.nchanPublish = "http://127.0.0.1:8080/pub/{room}"
+        }) == nil)
     }
 
     @Test func httpsURLs() throws {
@@ -80,6 +85,12 @@ struct BenchTransportTests {
         let stream = h2.streamURL(client: 3)
         #expect(stream.tls && stream.pathAndQuery == "/rooms/bench-1/events?visitor=bench-abc-3")
         #expect(h2.server.description == "https://127.0.0.1:18443/")
+        let nchan = try BenchPlan(configuration("https://127.0.0.1:8443/sub/{room}") {
+            $0.http2 = true
+            $0.nchanPublish = "http://127.0.0.1:8080/pub/{room}"
+        })
+        #expect(nchan.streamURL(client: 0).tls && nchan.streamURL(client: 0).pathAndQuery == "/sub/bench-abc-0")
+        #expect(nchan.publishURL(room: 0).map { !$0.tls && $0.port == 8080 } == true)
     }
 
     @Test("worker processes get the new options (the spec is the JSON of the configuration)")
