@@ -2,6 +2,11 @@ import Synchronization
 
 /// Online-visitor history: one sample a second in a fixed-size ring per room and one for the site.
 ///
+/// Seconds nobody sampled count as zero. The driver stops sampling while the site is empty (its last
+/// sample was 0): the next `record` fills the skipped seconds with zeros, and until then a read reports a
+/// zero for every second after a ring's last sample when that sample was 0. So the history still has one
+/// sample a second for the whole window, though an idle server takes none.
+///
 /// Memory is bounded twice: each ring holds `capacity` samples (an hour by default), and at most
 /// `maxRooms` rooms keep a ring (the rooms sampled most recently win; an idle room's ring is dropped when
 /// the cap is reached).
@@ -39,8 +44,12 @@ public final class HistoryStore: Sendable {
                 return
             }
             if second - last > Int64(capacity) {
-                count = 0
-                record(second: second, value: value, capacity: capacity)
+                // The whole ring is skipped seconds: zeros, then this sample.
+                for i in values.indices { values[i] = 0 }
+                head = 0
+                count = capacity
+                start = second - Int64(capacity) + 1
+                values[capacity - 1] = v
                 return
             }
             // Seconds nobody sampled count as zero.
@@ -62,12 +71,23 @@ public final class HistoryStore: Sendable {
             }
         }
 
-        func samples(since: Int64, capacity: Int) -> [(Int64, Int)] {
+        /// The samples from `since` on and, when the last one was 0, a zero for each later second up to
+        /// `now` (sampling stopped while the site was empty; `record` would fill those seconds the same way).
+        func samples(since: Int64, now: Int64, capacity: Int) -> [(Int64, Int)] {
             var out: [(Int64, Int)] = []
+            guard count > 0 else { return out }
             out.reserveCapacity(count)
             for i in 0..<count {
                 let t = start + Int64(i)
                 if t >= since { out.append((t, Int(values[(head + i) % capacity]))) }
+            }
+            let last = start + Int64(count - 1)
+            if values[(head + count - 1) % capacity] == 0, last < now {
+                var t = max(last + 1, since)
+                while t <= now {
+                    out.append((t, 0))
+                    t += 1
+                }
             }
             return out
         }
@@ -112,12 +132,17 @@ public final class HistoryStore: Sendable {
         }
     }
 
-    /// Samples of the last `window` seconds up to `now`, for a room or (nil) the site.
+    /// Samples of the last `window` seconds up to `now`, for a room or (nil) the site. Seconds after the
+    /// last sample read as zeros when that sample was 0 (see the type's documentation).
     public func samples(room: String?, window: Int, now: Int64) -> [(Int64, Int)] {
         let since = now - Int64(max(0, window)) + 1
         return state.withLock { s in
-            if let room { return s.rooms[room]?.samples(since: since, capacity: capacity) ?? [] }
-            return s.site?.samples(since: since, capacity: capacity) ?? []
+            if let room {
+                // A ring zero for a whole window is dropped by the next `record`: read it as gone already.
+                guard let ring = s.rooms[room], now - ring.lastTouched <= Int64(capacity) else { return [] }
+                return ring.samples(since: since, now: now, capacity: capacity)
+            }
+            return s.site?.samples(since: since, now: now, capacity: capacity) ?? []
         }
     }
 

@@ -6,8 +6,11 @@ import Synchronization
 ///
 /// Every operation is synchronous under one `Mutex`, so a stream can join and leave from a `defer`,
 /// a close callback or a NIO event loop. The registry owns no task and no timer: a driver calls
-/// `tick()` (grace expiry, coalesced flushes) and `heartbeat()` periodically. Events are encoded once
-/// per change and the same bytes are handed to every subscriber, outside the lock.
+/// `tick()` (grace expiry, coalesced flushes) when it is due, and `heartbeat()` periodically. `tick()`
+/// returns when it next needs to run, and a `RegistryScheduler` set with `setScheduler` is told of an
+/// earlier deadline as soon as an operation creates one, so that a driver arms one timer by deadline and
+/// none while nothing is pending. Events are encoded once per change and the same bytes are handed to every
+/// subscriber, outside the lock.
 public final class PresenceRegistry: Sendable {
     public let configuration: PresenceConfiguration
     let time: any TimeSource
@@ -75,6 +78,7 @@ public final class PresenceRegistry: Sendable {
             let isSite = if case .site = target { true } else { false }
             let sub = Subscription(id: state.nextSubscriptionID, target: target, visitor: isSite ? nil : visitor, sink: sink)
             var work = Work()
+            state.unpark(work: &work)
             switch target {
             case .site:
                 state.siteAudience += sub.audience
@@ -130,7 +134,9 @@ public final class PresenceRegistry: Sendable {
                 room.remove(subscription, format: format)
                 if subscription.visitorSlot >= 0 {
                     let grace = subscription.hasGrace && configuration.leaveGrace > .zero
-                    state.removeStream(room: room, slot: subscription.visitorSlot, graceUntil: grace ? now + configuration.leaveGrace : nil)
+                    if state.removeStream(room: room, slot: subscription.visitorSlot, graceUntil: grace ? now + configuration.leaveGrace : nil) {
+                        state.due(at: now + configuration.leaveGrace, work: &work)
+                    }
                     state.changed(room: room, now: now, configuration: configuration, work: &work)
                 } else {
                     state.collectIfEmpty(room)
@@ -147,6 +153,7 @@ public final class PresenceRegistry: Sendable {
         let now = clockNow()
         let work: Work = state.withLock { state in
             var work = Work()
+            state.unpark(work: &work)
             guard let existing = state.rooms[room] else { return work }
             state.changed(room: existing, now: now, configuration: configuration, work: &work, localChange: false)
             return work
@@ -159,6 +166,7 @@ public final class PresenceRegistry: Sendable {
         let now = clockNow()
         let work: Work = state.withLock { state in
             var work = Work()
+            state.unpark(work: &work)
             state.siteChanged(now: now, configuration: configuration, work: &work)
             return work
         }
@@ -167,16 +175,65 @@ public final class PresenceRegistry: Sendable {
 
     // MARK: Driving
 
-    /// Expires leave graces and sends coalesced updates that are due. Call it often (every 10 ms or so).
-    public func tick() {
+    /// Expires leave graces and sends coalesced updates that are due, and returns when it next needs to run:
+    /// a time since the registry's start on its clock (compare with `elapsed`), or nil when nothing is
+    /// pending. A driver arms one timer for that deadline, and an earlier one when its scheduler asks.
+    ///
+    /// The deadline is exact (see `State.nextFlushDeadline`). As a safety net against rounding it is never
+    /// less than `minimumRecheck` after now, so a driver cannot spin on a deadline that a tick does not clear.
+    @discardableResult
+    public func tick() -> Duration? {
         let now = clockNow()
-        let work: Work = state.withLock { state in
+        let (work, next): (Work, Moment?) = state.withLock { state in
             var work = Work()
             state.expireGraces(now: now, configuration: configuration, work: &work)
             state.flushDue(now: now, configuration: configuration, work: &work)
-            return work
+            var next = state.nextDeadline(configuration: configuration)
+            if let due = next, due < now + Self.minimumRecheck { next = now + Self.minimumRecheck }
+            // The driver arms what this returns: deadlines created by this tick need no call of their own.
+            state.scheduledDeadline = next
+            work.wake = nil
+            return (work, next)
         }
         perform(work)
+        return next?.offset
+    }
+
+    /// The shortest time from a tick to the next deadline it returns (see `tick()`).
+    public static let minimumRecheck: Duration = .milliseconds(1)
+
+    /// When `tick()` next has something to do (time since the registry's start), nil when nothing is
+    /// pending: the earliest grace expiry, or the first moment a held room or site update can go out. It
+    /// may be at or before `elapsed` when something is due now.
+    public func nextDeadline() -> Duration? {
+        state.withLock { $0.nextDeadline(configuration: configuration) }?.offset
+    }
+
+    /// The time now on the registry's clock, since its start: the scale of `tick()`'s deadlines.
+    public var elapsed: Duration { clockNow().offset }
+
+    /// Sets (or, nil, removes) the driver told of deadlines earlier than the one it has. It is told the
+    /// current next deadline at once, if there is one.
+    public func setScheduler(_ scheduler: (any RegistryScheduler)?) {
+        let next: Moment? = state.withLock { state in
+            state.scheduler = scheduler
+            state.driverParked = false
+            state.scheduledDeadline = scheduler == nil ? nil : state.nextDeadline(configuration: configuration)
+            return state.scheduledDeadline
+        }
+        if let next { scheduler?.schedule(at: next.offset) }
+    }
+
+    /// For a driver that stops its periodic work (heartbeats, history samples) while nothing is online:
+    /// when the registry has no subscriber and no room (so no visitor in grace), marks it parked and returns
+    /// true. The next join, `markChanged` or `markSiteChanged` then calls the scheduler's `resume()`, once.
+    /// Pending deadlines are unaffected (they are scheduled as usual).
+    public func parkIfIdle() -> Bool {
+        state.withLock { state in
+            guard state.subscriberCount == 0, state.rooms.isEmpty, !state.shuttingDown else { return false }
+            state.driverParked = true
+            return true
+        }
     }
 
     /// Tells the registry what one fan-out really cost (an event loop writing one event to `deliveries`
@@ -185,7 +242,20 @@ public final class PresenceRegistry: Sendable {
     public func recordFanout(deliveries: Int, duration: Duration) {
         guard deliveries > 0, duration > .zero else { return }
         let nanoseconds = duration.nanosecondsClamped
-        state.withLock { $0.recordFanout(deliveries: deliveries, nanoseconds: nanoseconds) }
+        let work: Work = state.withLock { state in
+            var work = Work()
+            let before = state.fanoutCost(configuration)
+            state.recordFanout(deliveries: deliveries, nanoseconds: nanoseconds)
+            // A cheaper delivery shortens stretched intervals and refills the budget faster: a held flush may
+            // now be due before the scheduled deadline. (The measured average drifts a little with every fan-out:
+            // a deadline less than `minimumRecheck` earlier is not worth a call.)
+            if state.scheduler != nil, state.fanoutCost(configuration) < before, let next = state.nextFlushDeadline(configuration: configuration),
+               state.scheduledDeadline.map({ next + Self.minimumRecheck <= $0 }) ?? true {
+                state.due(at: next, work: &work)
+            }
+            return work
+        }
+        if work.wake != nil { notifyScheduler(work) }
     }
 
     /// The cost per delivery that coalescing uses now (measured, or the configured estimate).
@@ -319,6 +389,7 @@ public final class PresenceRegistry: Sendable {
 
     /// Encodes each pending event once and hands the same bytes to every subscriber, outside the lock.
     func perform(_ work: Work) {
+        if work.wake != nil || work.resume { notifyScheduler(work) }
         // Nothing to fan out (the usual join or leave in a busy, coalesced room): no clock read either.
         guard !work.rooms.isEmpty || work.site != nil else { return }
         guard let observer else {
@@ -328,6 +399,13 @@ public final class PresenceRegistry: Sendable {
         let started = ContinuousClock.now
         let delivered = fanOut(work)
         if delivered > 0 { observer.fanout(subscribers: delivered, duration: ContinuousClock.now - started) }
+    }
+
+    /// Tells the scheduler what the operation found (rare: a new earliest deadline, or the end of a park).
+    private func notifyScheduler(_ work: Work) {
+        guard let scheduler = state.withLock({ $0.scheduler }) else { return }
+        if work.resume { scheduler.resume() }
+        if let wake = work.wake { scheduler.schedule(at: wake.offset) }
     }
 
     /// Delivers the work's room and site events; returns the number of subscribers handed one.

@@ -194,6 +194,10 @@ struct Work {
     }
     var rooms: [RoomFanout] = []
     var site: SiteFanout?
+    /// A deadline earlier than the one the driver was given: tell the scheduler (`State.due(at:work:)`).
+    var wake: Moment?
+    /// The parked driver is to resume its periodic work (`State.unpark`).
+    var resume = false
 }
 
 struct State {
@@ -231,6 +235,13 @@ struct State {
     /// Global fan-out budget, in deliveries (a token bucket): see `PresenceConfiguration.fanoutBudget`.
     var budgetTokens = Double.infinity
     var budgetRefilledAt: Moment?
+    /// The driver (`PresenceRegistry.setScheduler`); nil: nobody is told of deadlines (tests call `tick()`).
+    var scheduler: (any RegistryScheduler)?
+    /// The earliest deadline the driver will wake for: what `tick()` last returned, or an earlier one the
+    /// scheduler was told of since. A new deadline at or after it needs no call.
+    var scheduledDeadline: Moment?
+    /// The driver stopped its periodic work because the registry was empty (`parkIfIdle`).
+    var driverParked = false
 
     init(sequence: UInt64) {
         self.sequence = sequence
@@ -318,24 +329,27 @@ struct State {
     }
 
     /// One stream fewer of the visitor in `slot`; their last one starts the grace when `graceUntil` is set.
-    mutating func removeStream(room: Room, slot: Int, graceUntil: Moment?) {
+    /// Returns whether it did (a grace entry was added).
+    @discardableResult
+    mutating func removeStream(room: Room, slot: Int, graceUntil: Moment?) -> Bool {
         room.connections -= 1
         siteConnections -= 1
         guard slot >= 0, slot < visitorSlots.count, let position = visitorSlots[slot].find(room) else {
             assertionFailure("stream left for a visitor that is not present")
-            return
+            return false
         }
         let stillPresent = visitorSlots[slot].update(at: position) { presence in
             presence.streams -= 1
             if presence.streams == 0, let graceUntil { presence.graceDeadline = graceUntil }
             return presence.streams > 0
         }
-        if stillPresent { return }
+        if stillPresent { return false }
         if let deadline = graceUntil {
             graces.insert(GraceEntry(deadline: deadline, room: room, slot: slot, generation: visitorSlots[slot].generation))
-            return
+            return true
         }
         removePresence(slot: slot, position: position, room: room)
+        return false
     }
 
     /// Removes a visitor in grace whose deadline passed; returns the room, or nil when the entry was stale
@@ -391,12 +405,14 @@ struct State {
             coalescedChanges += 1
         case .deferred:
             dirtyRooms.append(room.name)
+            roomHeld(room, configuration: configuration, work: &work)
         case .flushNow:
             if spend(room.audience, now: now, configuration: configuration) {
                 flush(room: room, now: now, work: &work)
             } else {
                 room.dirty = true
                 dirtyRooms.append(room.name)
+                roomHeld(room, configuration: configuration, work: &work)
             }
         }
     }
@@ -425,10 +441,12 @@ struct State {
         let interval = configuration.coalescingInterval(subscribers: siteAudience, cost: fanoutCost(configuration))
         if let last = siteLastBroadcast, now - last < interval {
             siteDirty = true
+            siteHeld(configuration: configuration, work: &work)
             return
         }
         guard spend(siteAudience, now: now, configuration: configuration) else {
             siteDirty = true
+            siteHeld(configuration: configuration, work: &work)
             return
         }
         flushSite(now: now, work: &work)
