@@ -232,11 +232,8 @@ def dechunk(body):
     return out
 
 
-def parse_response(data):
-    """(status, headers, body) of a complete response (chunked bodies are decoded); status 0 when empty."""
-    if not data:
-        return 0, {}, b""
-    head, _, body = data.partition(b"\r\n\r\n")
+def parse_head(head):
+    """(status, headers) of an HTTP/1 response head (bytes, without the blank line); status -1 if garbled."""
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
@@ -244,6 +241,15 @@ def parse_response(data):
     for line in lines[1:]:
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
+    return status, headers
+
+
+def parse_response(data):
+    """(status, headers, body) of a complete response (chunked bodies are decoded); status 0 when empty."""
+    if not data:
+        return 0, {}, b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, headers = parse_head(head)
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body = dechunk(body)
     return status, headers, body

@@ -216,14 +216,7 @@ class H1:
             except Closed:
                 raise Closed(f"the server closed the connection without answering {self._what()}") from None
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        return status, headers
+        return hc.parse_head(head)
 
     def request(self, path, headers=None, timeout=10):
         """An ordinary keep-alive request; reads exactly its response. Returns (status, headers, body)."""
