@@ -68,6 +68,7 @@ struct ConnectionPipeline: Sendable {
         ]
         let streams = NIOHTTP2Handler.StreamConfiguration()
         let sync = channel.pipeline.syncOperations
+        try sync.addHandler(HTTP2FlushBatcher(streams: services.hub.streams(on: channel.eventLoop)))
         let connectionHandler = HTTP2ConnectionHandler(idleTimeout: services.idleTimeout, deadline: deadline)
         let parent = NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop)
         _ = try sync.configureHTTP2Pipeline(mode: .server, connectionConfiguration: connection, streamConfiguration: streams) { stream in

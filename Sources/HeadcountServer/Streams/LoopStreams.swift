@@ -123,8 +123,33 @@ final class LoopStreams: @unchecked Sendable {
     /// A heartbeat to every stream that is not backed up (a backed-up one is already timing out).
     private func heartbeat() {
         var sent = 0
-        for stream in streams where stream.heartbeatTick(raw: heartbeatRaw, chunked: heartbeatChunked) { sent += 1 }
+        batchingFlushes {
+            for stream in streams where stream.heartbeatTick(raw: heartbeatRaw, chunked: heartbeatChunked) { sent += 1 }
+        }
         if sent > 0 { hub.metrics.heartbeats.increment(by: Int64(sent)) }
+    }
+
+    // MARK: One flush per HTTP/2 connection and fan-out
+
+    /// Whether a fan-out is being written on this loop: HTTP/2 connections then hold their flushes.
+    private(set) var holdingFlushes = false
+    private var heldFlushes: [HTTP2FlushBatcher] = []
+
+    /// Runs `body` (writes to many streams) with HTTP/2 connections' flushes held, then flushes each
+    /// connection once: every stream of a connection flushes it after its write, which would otherwise
+    /// make one TLS record and one system call per stream.
+    func batchingFlushes(_ body: () -> Void) {
+        guard !holdingFlushes else { return body() }
+        holdingFlushes = true
+        body()
+        holdingFlushes = false
+        let held = heldFlushes
+        heldFlushes.removeAll(keepingCapacity: true)
+        for batcher in held { batcher.release() }
+    }
+
+    func hold(_ batcher: HTTP2FlushBatcher) {
+        heldFlushes.append(batcher)
     }
 
     var groupCount: Int { groups.count }
@@ -189,7 +214,9 @@ final class LoopGroup: EventSink, @unchecked Sendable {
         loop.eventLoop.execute {
             let started = NIODeadline.now()
             var sent = 0
-            for member in self.members where member.send(raw: buffer, chunked: chunked, version: version) { sent += 1 }
+            self.loop.batchingFlushes {
+                for member in self.members where member.send(raw: buffer, chunked: chunked, version: version) { sent += 1 }
+            }
             let finished = NIODeadline.now()
             let hub = self.loop.hub
             hub.metrics.sent(events: sent, bytes: chunked.readableBytes)
@@ -230,3 +257,42 @@ enum ChunkFraming {
     static let terminator: ByteBuffer = ByteBuffer(string: "0\r\n\r\n")
 }
 
+
+/// In an HTTP/2 connection's pipeline, between TLS and the HTTP/2 handler: while its loop writes a
+/// fan-out, the connection's flushes are held and released once at the end (`LoopStreams.batchingFlushes`).
+final class HTTP2FlushBatcher: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = Any
+    typealias OutboundOut = Any
+
+    let streams: LoopStreams
+    private var context: ChannelHandlerContext?
+    private var held = false
+
+    init(streams: LoopStreams) {
+        self.streams = streams
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if held { context.flush() }
+        self.context = nil
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        guard streams.holdingFlushes else { return context.flush() }
+        if !held {
+            held = true
+            streams.hold(self)
+        }
+    }
+
+    /// The fan-out is written: flush what it held.
+    func release() {
+        guard held else { return }
+        held = false
+        context?.flush()
+    }
+}
