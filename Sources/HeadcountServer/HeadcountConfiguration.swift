@@ -39,7 +39,8 @@ public struct HeadcountConfiguration: Sendable {
     public var adminToken: String?
     /// Rooms that keep an hour of history for `/api/history` (the site always does).
     public var historyRooms: Int = 1000
-    /// How often the registry driver runs (grace expiry, coalesced flushes).
+    /// The shortest spacing of two registry ticks (grace expiry, coalesced flushes): ticks are scheduled
+    /// for the registry's next deadline, never closer together than this.
     public var tickInterval: Duration = .milliseconds(10)
     public var logLevel: Logger.Level = .info
     /// A connection that has not completed its first request head (TLS handshake included) within this
