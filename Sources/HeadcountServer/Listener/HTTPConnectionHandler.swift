@@ -40,7 +40,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// A TLS connection's fate (nil on plaintext, where the stream sees the socket's errors itself).
     let fate: ConnectionFate?
     var state = State.idle
-    var queued = CircularBuffer<HTTPServerRequestPart>()
+    /// Parts that arrived while a response was in flight (pipelining); empty, and unallocated, otherwise.
+    var queued: [HTTPServerRequestPart] = []
     /// The keep-alive idle timer while idle, the request's completion deadline while one is read.
     var idleTimer: Scheduled<Void>?
     var keepAlive = true
@@ -200,7 +201,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         state = .idle
         // Parts that arrived meanwhile (a request pipelined behind this one), until the next response.
-        while acceptsParts, let part = queued.popFirst() {
+        while acceptsParts, !queued.isEmpty {
+            let part = queued.removeFirst()
             process(part, context: context)
         }
         if case .idle = state { armIdleTimer(context: context) }
