@@ -229,7 +229,7 @@ final class RecordingScheduler: RegistryScheduler {
     }
 
     @Test func randomStormsNeverFlushBeforeTheDeadline() throws {
-        var rng = SplitMix(seed: 0x5eed)
+        var rng = SplitMix64(seed: 0x5eed)
         let h = Harness(leaveGrace: .milliseconds(300), updateInterval: .milliseconds(100), fanoutCostPerSubscriber: .microseconds(50), fanoutCoreShare: 0.5)
         var sinks: [TestSink] = []
         for r in 0..<4 {
@@ -255,19 +255,6 @@ final class RecordingScheduler: RegistryScheduler {
         h.settle()
         h.settle()
         #expect(h.registry.nextDeadline() == nil)
-    }
-}
-
-/// A small deterministic generator for the random storm.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
